@@ -1,0 +1,150 @@
+"""The feature-space contract: frozen, differentiable maps from images in [-1, 1] to ``(N, dim)`` features.
+
+A space carries its preprocessing as *data* (:class:`Preprocessing`: input size, resize filter,
+antialias, channels, mean/std, which layer/token) and a :attr:`FeatureSpace.fingerprint` over that
+description plus a hash of its weights, so cached reference features are never reused across a change.
+
+Subclasses set ``dim``, ``preprocessing`` and ``weights_source`` and implement ``encode(x)`` on the
+preprocessed batch. Parameters are frozen (``requires_grad_(False)``) and the module stays in eval mode
+even when a parent calls ``.train()``; gradients still flow to the input images.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from matchzoo.errors import MatchzooError
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images in [-1, 1] become network input. Applied by :func:`preprocess`.
+
+    ``size``: square side the network sees (``None`` keeps the input size).
+    ``resize``: torch interpolation mode (``bilinear``, ``bicubic``, ``area``, ``nearest``).
+    ``channels``: 3 repeats grayscale to RGB; 1 averages RGB to gray.
+    ``mean``/``std``: applied after mapping [-1, 1] to [0, 1], one value per channel.
+    ``layer``: which layer/token the features are read from (documentation + fingerprint).
+    """
+
+    size: Optional[int]
+    resize: str = "bilinear"
+    antialias: bool = False
+    align_corners: bool = False
+    channels: int = 3
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    layer: str = "output"
+    extra: dict = field(default_factory=dict)
+
+    def describe(self) -> str:
+        size = "native" if self.size is None else f"{self.size}px {self.resize}{'+aa' if self.antialias else ''}"
+        mean = ",".join(f"{m:.3g}" for m in self.mean)
+        std = ",".join(f"{s:.3g}" for s in self.std)
+        return f"{size}, {self.channels}ch, mean=({mean}) std=({std}), {self.layer}"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def preprocess(images: torch.Tensor, spec: Preprocessing) -> torch.Tensor:
+    """Resize, fix channels and normalise images in [-1, 1] as ``spec`` says (differentiable)."""
+    if images.ndim != 4:
+        raise MatchzooError(f"feature spaces take images (N, C, H, W) in [-1, 1]; got shape {tuple(images.shape)}")
+    x = images
+    channels = x.shape[1]
+    if spec.channels == 3 and channels == 1:
+        x = x.expand(-1, 3, -1, -1)
+    elif spec.channels == 1 and channels == 3:
+        x = x.mean(dim=1, keepdim=True)
+    elif channels != spec.channels:
+        raise MatchzooError(f"cannot feed {channels}-channel images to a {spec.channels}-channel feature space")
+    if spec.size is not None and tuple(x.shape[-2:]) != (spec.size, spec.size):
+        kwargs = {"antialias": spec.antialias} if spec.resize in ("bilinear", "bicubic") else {}
+        if spec.resize in ("bilinear", "bicubic"):
+            kwargs["align_corners"] = spec.align_corners
+        x = F.interpolate(x, size=(spec.size, spec.size), mode=spec.resize, **kwargs)
+    x = (x + 1.0) * 0.5  # [-1, 1] -> [0, 1]
+    mean = torch.tensor(spec.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return (x - mean) / std
+
+
+def state_dict_digest(module: nn.Module) -> str:
+    """SHA-256 over parameter and buffer names, shapes and bytes: changes whenever the weights do."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(name.encode())
+        digest.update(str(tuple(t.shape)).encode())
+        digest.update(str(t.dtype).encode())
+        digest.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class FeatureSpace(nn.Module):
+    """Base class for frozen feature extractors. See the module docstring for the contract."""
+
+    dim: int
+    preprocessing: Preprocessing
+    weights_source: str = "none (no weights)"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._fingerprint: Optional[str] = None
+
+    @property
+    def name(self) -> str:
+        return getattr(type(self), "registry_name", type(self).__name__)
+
+    @property
+    def input_size(self) -> Optional[int]:
+        return self.preprocessing.size
+
+    def freeze(self) -> "FeatureSpace":
+        """Call at the end of ``__init__``: eval mode, no parameter gradients."""
+        self.requires_grad_(False)
+        super().train(False)
+        self._fingerprint = None
+        return self
+
+    def train(self, mode: bool = True) -> "FeatureSpace":
+        """Feature spaces stay in eval mode whatever a parent module asks."""
+        return super().train(False)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.encode(preprocess(images, self.preprocessing))
+        return features.flatten(1)
+
+    def config(self) -> dict:
+        """Constructor settings that change the features (beyond preprocessing and weights)."""
+        return {}
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            payload = json.dumps(
+                {
+                    "space": self.name,
+                    "dim": self.dim,
+                    "preprocessing": self.preprocessing.as_dict(),
+                    "config": self.config(),
+                    "weights": state_dict_digest(self),
+                },
+                sort_keys=True,
+                default=str,
+            )
+            self._fingerprint = hashlib.sha256(payload.encode()).hexdigest()[:16]
+        return self._fingerprint
+
+    def describe(self) -> str:
+        return f"dim={self.dim}; {self.preprocessing.describe()}; weights: {self.weights_source}"
