@@ -35,7 +35,7 @@ def check_generator_output(images: torch.Tensor, expected_shape: tuple[int, ...]
         )
     if not torch.isfinite(images).all():
         raise MatchzooError(f"generator {name!r} returned NaN or inf values")
-    low, high = float(images.min()), float(images.max())
+    low, high = float(images.detach().min()), float(images.detach().max())
     if low < -1.001 or high > 1.001:
         raise MatchzooError(
             f"generator {name!r} returned values in [{low:.3g}, {high:.3g}]; images must lie in [-1, 1] (end with tanh)"

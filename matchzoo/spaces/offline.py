@@ -37,7 +37,7 @@ class RandomConv(FeatureSpace):
 
     weights_source = "random init (seeded)"
 
-    def __init__(self, seed: int = 0, size: int = 16, channels: int = 1, width: int = 32, dim: int = 128):
+    def __init__(self, seed: int = 0, size: int = 8, channels: int = 1, width: int = 32, dim: int = 128):
         super().__init__()
         self.seed, self.width = seed, width
         self.preprocessing = Preprocessing(

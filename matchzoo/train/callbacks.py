@@ -1,0 +1,152 @@
+"""Callbacks around the training loop: evaluation, checkpoints and metric logging.
+
+Each has ``on_start(trainer)``, ``on_step(trainer, logs)`` and ``on_end(trainer)``.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from matchzoo.linalg import frechet_distance
+from matchzoo.train import checkpoint
+from matchzoo.train.tracking import Tracker
+
+
+class Callback:
+    def on_start(self, trainer) -> None: ...
+
+    def on_step(self, trainer, logs: dict[str, float]) -> None: ...
+
+    def on_end(self, trainer) -> None: ...
+
+
+class MetricLogger(Callback):
+    """Averages training logs over ``every`` steps and writes them to MLflow in batches."""
+
+    def __init__(self, tracker: Tracker, every: int):
+        self.tracker, self.every = tracker, every
+        self._sums: dict[str, float] = {}
+        self._count = 0
+
+    def on_step(self, trainer, logs: dict[str, float]) -> None:
+        for key, value in logs.items():
+            self._sums[key] = self._sums.get(key, 0.0) + value
+        self._count += 1
+        if trainer.step % self.every == 0 or trainer.step == trainer.settings.steps:
+            self.tracker.log_metrics({k: v / self._count for k, v in self._sums.items()}, trainer.step)
+            self._sums, self._count = {}, 0
+
+    def on_end(self, trainer) -> None:
+        self.tracker.flush()
+
+
+class Evaluator(Callback):
+    """Every ``every`` steps, at the start and at the end: EMA-generator samples vs real data in every eval space.
+
+    Logs ``eval/fd/<space>`` (FD to the held-out split), ``eval/fdr/<space>`` and ``eval/fdr_k``
+    (FD to the training reference divided by held-out-vs-reference FD at the same sample size), optional
+    ``eval/stability/<space>`` for each training term, and a sample grid PNG.
+    """
+
+    def __init__(self, tracker: Optional[Tracker], every: int, samples: Optional[int], seed: int,
+                 stability_every: int = 0, stability_resamples: int = 8):
+        self.tracker, self.every, self.samples, self.seed = tracker, every, samples, seed
+        self.stability_every, self.stability_resamples = stability_every, stability_resamples
+        self.baseline: dict[str, float] = {}
+        self.last: dict[str, float] = {}
+        self.history: list[tuple[int, dict[str, float]]] = []
+
+    def on_start(self, trainer) -> None:
+        for space in trainer.settings.eval_spaces:
+            heldout = trainer.real.heldout(space)
+            self.samples = self.samples or heldout.shape[0]
+            reference = trainer.real.train(space)
+            self.baseline[space.name] = frechet_distance(heldout, reference)
+        if trainer.step == 0:
+            self.evaluate(trainer)
+
+    def on_step(self, trainer, logs: dict[str, float]) -> None:
+        if trainer.step % self.every == 0 and trainer.step != trainer.settings.steps:
+            self.evaluate(trainer)
+
+    def on_end(self, trainer) -> None:
+        if not self.history or self.history[-1][0] != trainer.step:
+            self.evaluate(trainer)
+
+    @torch.no_grad()
+    def generate(self, trainer, n: int) -> torch.Tensor:
+        rng = torch.Generator().manual_seed(self.seed)
+        generator = trainer.ema.model
+        chunks = []
+        for start in range(0, n, trainer.settings.feature_batch_size):
+            size = min(trainer.settings.feature_batch_size, n - start)
+            chunks.append(generator(generator.sample_noise(size, generator=rng).to(trainer.device)))
+        return torch.cat(chunks)
+
+    def evaluate(self, trainer) -> dict[str, float]:
+        from matchzoo.metrics.fdrk import fdr_table
+
+        n = self.samples or trainer.settings.batch_size
+        images = self.generate(trainer, n)
+        metrics: dict[str, float] = {}
+        fd_reference: dict[str, float] = {}
+        with torch.no_grad():
+            for space in trainer.settings.eval_spaces:
+                fake = torch.cat([space(chunk) for chunk in images.split(trainer.settings.feature_batch_size)])
+                metrics[f"eval/fd/{space.name}"] = frechet_distance(fake, trainer.real.heldout(space))
+                fd_reference[space.name] = frechet_distance(fake, trainer.real.train(space))
+        if fd_reference:
+            metrics.update({f"eval/{k}": v for k, v in fdr_table(fd_reference, self.baseline).items()})
+        if self.stability_every and trainer.step % self.stability_every == 0:
+            metrics.update(self.stability(trainer, images))
+        self.last = metrics
+        self.history.append((trainer.step, metrics))
+        if self.tracker is not None:
+            self.tracker.log_metrics(metrics, trainer.step)
+            self.log_grid(images[:64], trainer.step)
+        return metrics
+
+    def stability(self, trainer, images: torch.Tensor) -> dict[str, float]:
+        from matchzoo.metrics.stability import matching_stability
+
+        out = {}
+        probe_images = images[: trainer.settings.batch_size]
+        for term in trainer.terms:
+            with torch.no_grad():
+                probe = term.space(probe_images)
+            out[f"eval/stability/{term.space.name}"] = matching_stability(
+                term.objective, probe, trainer.real.train(term.space), resamples=self.stability_resamples,
+                batch_size=trainer.settings.batch_size, seed=self.seed)
+        return out
+
+    def log_grid(self, images: torch.Tensor, step: int) -> None:
+        from torchvision.utils import save_image
+
+        scale = max(1, 64 // images.shape[-1])
+        grid_images = torch.nn.functional.interpolate(images.float().cpu(), scale_factor=scale, mode="nearest")
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / f"step_{step:06d}.png"
+            save_image(grid_images, path, nrow=8, normalize=True, value_range=(-1, 1), padding=2)
+            self.tracker.log_artifact(path, "samples")
+
+
+class Checkpointer(Callback):
+    """Atomic checkpoint every ``every`` steps and at the end (plus on Ctrl-C, see :mod:`matchzoo.run`)."""
+
+    def __init__(self, path: Path, every: int, extra: dict, tracker: Optional[Tracker] = None):
+        self.path, self.every, self.extra, self.tracker = path, every, extra, tracker
+
+    def save(self, trainer) -> None:
+        if self.tracker is not None:  # metrics up to this step are durable before the step is
+            self.tracker.flush()
+        checkpoint.save_atomic({**trainer.state_dict(), **self.extra}, self.path)
+
+    def on_step(self, trainer, logs: dict[str, float]) -> None:
+        if trainer.step % self.every == 0 and trainer.step != trainer.settings.steps:
+            self.save(trainer)
+
+    def on_end(self, trainer) -> None:
+        self.save(trainer)

@@ -1,0 +1,59 @@
+"""``train.*``: every setting of a training run, bound from gin (one configurable, so all of them land
+in the operative config and in the MLflow params)."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import gin
+
+from matchzoo.data.datasets import ImageDataset
+from matchzoo.errors import MatchzooError
+from matchzoo.generators.base import Generator
+from matchzoo.spaces.base import FeatureSpace
+from matchzoo.train.terms import Term
+
+
+@gin.configurable("train", module="train")
+class TrainSettings:
+    def __init__(
+        self,
+        dataset: ImageDataset = gin.REQUIRED,
+        generator: Generator = gin.REQUIRED,
+        terms: Sequence[Term] = gin.REQUIRED,
+        eval_spaces: Sequence[FeatureSpace] = (),
+        steps: int = 1000,
+        batch_size: int = 256,
+        lr: float = 1e-3,
+        betas: tuple = (0.5, 0.999),
+        ema_decay: float = 0.99,
+        seed: int = 0,
+        device: str = "auto",
+        eval_every: int = 250,
+        eval_samples: Optional[int] = None,
+        stability_every: int = 0,
+        stability_resamples: int = 8,
+        log_every: int = 25,
+        checkpoint_every: int = 250,
+        experiment: str = "matchzoo",
+        run_name: Optional[str] = None,
+        run_dir: Optional[str] = None,
+        feature_batch_size: int = 256,
+        progress: bool = True,
+    ):
+        if not terms:
+            raise MatchzooError("train.terms is empty; give at least one @term() (a feature space, an objective and a weight)")
+        for name, value in (("steps", steps), ("batch_size", batch_size), ("eval_every", eval_every),
+                            ("log_every", log_every), ("checkpoint_every", checkpoint_every)):
+            if int(value) < 1:
+                raise MatchzooError(f"train.{name} must be a positive integer, got {value}")
+        if batch_size < 2:
+            raise MatchzooError("train.batch_size must be at least 2 (statistics need two samples)")
+        self.dataset, self.generator, self.terms = dataset, generator, list(terms)
+        self.eval_spaces = list(eval_spaces)
+        self.steps, self.batch_size, self.lr, self.betas = int(steps), int(batch_size), float(lr), tuple(betas)
+        self.ema_decay, self.seed, self.device = float(ema_decay), int(seed), device
+        self.eval_every, self.eval_samples = int(eval_every), eval_samples
+        self.stability_every, self.stability_resamples = int(stability_every), int(stability_resamples)
+        self.log_every, self.checkpoint_every = int(log_every), int(checkpoint_every)
+        self.experiment, self.run_name, self.run_dir = experiment, run_name, run_dir
+        self.feature_batch_size, self.progress = int(feature_batch_size), bool(progress)

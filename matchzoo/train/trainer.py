@@ -1,0 +1,157 @@
+"""The shared training loop: one generator, a weighted sum of (space, objective) terms, Adam, EMA.
+
+Everything else -- evaluation, checkpoints, MLflow -- is a callback (:mod:`matchzoo.train.callbacks`).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from matchzoo.errors import MatchzooError
+from matchzoo.generators.base import check_generator_output
+from matchzoo.train.ema import EMA
+from matchzoo.train.features import RealFeatures
+from matchzoo.train.settings import TrainSettings
+
+
+class NonFiniteError(MatchzooError):
+    """The loss or a gradient became NaN/inf; the run stops and the last good checkpoint is kept."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise MatchzooError(f"train.device = {name!r} but CUDA is not available; use 'cpu' or 'auto'")
+    return device
+
+
+class Trainer:
+    def __init__(self, settings: TrainSettings, callbacks: Sequence[Any] = ()):
+        self.settings = s = settings
+        self.device = resolve_device(s.device)
+        self.generator = s.generator.to(self.device)
+        self.terms = s.terms
+        for term in self.terms:
+            term.space.to(self.device)
+            term.objective.to(self.device)
+        self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=s.lr, betas=s.betas)
+        self.critic_optimizers = [self._critic_optimizer(term.objective) for term in self.terms]
+        self.ema = EMA(self.generator, s.ema_decay)
+        self.noise_rng = torch.Generator().manual_seed(s.seed + 1)
+        self.real_rng = torch.Generator().manual_seed(s.seed + 2)
+        self.real = RealFeatures(s.dataset, s.feature_batch_size, self.device, s.progress)
+        self.callbacks = list(callbacks)
+        self.step = 0
+
+    def _critic_optimizer(self, objective) -> Optional[torch.optim.Optimizer]:
+        if not objective.has_critic:
+            return None
+        return torch.optim.Adam(objective.critic_parameters(), lr=getattr(objective, "critic_lr", 2e-4),
+                                betas=getattr(objective, "critic_betas", (0.0, 0.99)))
+
+    def prepare(self) -> None:
+        """Real training features per term space (once), handed to each objective as its reference."""
+        for term in self.terms:
+            term.objective.prepare_reference(self.real.train(term.space))
+
+    def sample_real(self, term) -> torch.Tensor:
+        pool = self.real.train(term.space)
+        index = torch.randint(pool.shape[0], (self.settings.batch_size,), generator=self.real_rng)
+        return pool[index.to(pool.device)]
+
+    def train_step(self) -> dict[str, float]:
+        noise = self.generator.sample_noise(self.settings.batch_size, generator=self.noise_rng).to(self.device)
+        images = self.generator(noise)
+        if self.step == 0:
+            check_generator_output(images, self.real.image_shape, type(self.generator).__name__)
+        total = torch.zeros((), device=self.device)
+        logs: dict[str, float] = {}
+        for term, critic_optimizer in zip(self.terms, self.critic_optimizers):
+            fake = term.space(images)  # (B, D), differentiable w.r.t. the generator
+            if critic_optimizer is not None:
+                logs.update(self.critic_update(term, critic_optimizer, fake.detach()))
+            out = term.objective(fake, self.sample_real(term))
+            if not torch.isfinite(out.loss):
+                raise NonFiniteError(f"loss of term {term.name} (objective {type(term.objective).__name__}, space "
+                                     f"{term.space.name}) is {float(out.loss)} at step {self.step + 1}; last good checkpoint kept")
+            total = total + term.weight * out.loss.float()
+            logs.update({f"train/{term.name}/{key}": value for key, value in out.logs.items()})
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self._check_gradients()
+        self.optimizer.step()
+        self.ema.update(self.generator)
+        self.step += 1
+        logs["train/loss"] = float(total.detach())
+        return logs
+
+    def critic_update(self, term, optimizer: torch.optim.Optimizer, fake: torch.Tensor) -> dict[str, float]:
+        logs: dict[str, float] = {}
+        for _ in range(max(1, term.objective.critic_steps)):
+            out = term.objective.critic_loss(fake, self.sample_real(term))
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            optimizer.step()
+            term.objective.after_critic_step()
+            logs = {f"train/{term.name}/critic/{key}": value for key, value in out.logs.items()}
+        return logs
+
+    def _check_gradients(self) -> None:
+        for name, param in self.generator.named_parameters():
+            if param.grad is not None and not torch.isfinite(param.grad).all():
+                raise NonFiniteError(f"gradient of generator parameter {name} is NaN/inf at step {self.step + 1}; "
+                                     f"last good checkpoint kept")
+
+    def fit(self) -> None:
+        s = self.settings
+        for callback in self.callbacks:
+            callback.on_start(self)
+        bar = tqdm(total=s.steps, initial=self.step, desc="train", disable=not s.progress, dynamic_ncols=True)
+        with bar:
+            while self.step < s.steps:
+                logs = self.train_step()
+                bar.update(1)
+                if self.step % s.log_every == 0 or self.step == s.steps:
+                    bar.set_postfix(loss=f"{logs['train/loss']:.4g}")
+                for callback in self.callbacks:
+                    callback.on_step(self, logs)
+        for callback in self.callbacks:
+            callback.on_end(self)
+
+    # --- checkpoint state -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "generator": self.generator.state_dict(),
+            "generator_ema": self.ema.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "objectives": [term.objective.state_dict() for term in self.terms],
+            "critic_optimizers": [opt.state_dict() if opt is not None else {} for opt in self.critic_optimizers],
+            "rng": {"torch": torch.get_rng_state(), "noise": self.noise_rng.get_state(), "real": self.real_rng.get_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        try:
+            self.generator.load_state_dict(state["generator"])
+            self.ema.model.load_state_dict(state["generator_ema"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if len(state["objectives"]) != len(self.terms):
+                raise ValueError(f"checkpoint has {len(state['objectives'])} terms, the config {len(self.terms)}")
+            for term, objective_state, opt, opt_state in zip(self.terms, state["objectives"], self.critic_optimizers,
+                                                             state["critic_optimizers"]):
+                term.objective.load_state_dict(objective_state)
+                if opt is not None:
+                    opt.load_state_dict(opt_state)
+        except (KeyError, RuntimeError, ValueError) as error:
+            raise MatchzooError(f"checkpoint does not match this config: {str(error).splitlines()[0]}") from None
+        torch.set_rng_state(state["rng"]["torch"])
+        self.noise_rng.set_state(state["rng"]["noise"])
+        self.real_rng.set_state(state["rng"]["real"])
+        if state["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.step = int(state["step"])
