@@ -97,7 +97,7 @@ def describe_gin_error(error: BaseException) -> str:
 
 def configurable_names() -> list[str]:
     names = set()
-    for selector in gin.config._REGISTRY.keys():  # pylint: disable=protected-access
+    for selector, _ in gin.config._REGISTRY.items():  # pylint: disable=protected-access
         names.add(selector.split(".")[-1])
     return sorted(names)
 

@@ -22,7 +22,7 @@ def test_quickstart_creates_mlflow_run(isolated_runs):
     assert result.returncode == 0, result.stderr[-2000:]
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri="sqlite:///runs/mlflow.db")
+    client = MlflowClient(tracking_uri=f"sqlite:///{Path.cwd() / 'runs' / 'mlflow.db'}")  # absolute: MLflow caches stores by URI
     experiment = client.get_experiment_by_name("quickstart")
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 1

@@ -80,7 +80,7 @@ def test_user_objective_from_readme_pattern_is_usable():
     class MeanGap(matchzoo.Objective):
         def forward(self, fake, real):
             loss = (fake.mean(0) - real.mean(0)).square().sum()
-            return matchzoo.LossOutput(loss, {"gap": float(loss)})
+            return matchzoo.LossOutput(loss, {"gap": float(loss.detach())})
 
     fake = torch.randn(8, 3, requires_grad=True)
     out = matchzoo.make_objective("test_mean_gap")(fake, torch.zeros(8, 3))

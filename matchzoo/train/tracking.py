@@ -18,7 +18,12 @@ DEFAULT_TRACKING_URI = "sqlite:///runs/mlflow.db"
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+    """The tracking URI with a relative sqlite path made absolute (MLflow caches stores per URI string,
+    so a relative path would keep pointing at the first working directory's database)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
+    return uri
 
 
 def quiet_mlflow() -> None:
@@ -33,7 +38,7 @@ def client():
 
     uri = tracking_uri()
     if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):])
+        db = Path(uri[len("sqlite://"):])
         try:
             db.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:

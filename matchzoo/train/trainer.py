@@ -77,7 +77,7 @@ class Trainer:
             out = term.objective(fake, self.sample_real(term))
             if not torch.isfinite(out.loss):
                 raise NonFiniteError(f"loss of term {term.name} (objective {type(term.objective).__name__}, space "
-                                     f"{term.space.name}) is {float(out.loss)} at step {self.step + 1}; last good checkpoint kept")
+                                     f"{term.space.name}) is {float(out.loss.detach())} at step {self.step + 1}; last good checkpoint kept")
             total = total + term.weight * out.loss.float()
             logs.update({f"train/{term.name}/{key}": value for key, value in out.logs.items()})
         self.optimizer.zero_grad(set_to_none=True)
