@@ -38,7 +38,7 @@ def client():
 
     uri = tracking_uri()
     if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite://"):])
+        db = Path(uri[len("sqlite:///"):])
         try:
             db.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
