@@ -7,6 +7,7 @@ project's ``gin/`` folder (the current directory's ``gin/`` first, then the one 
 from __future__ import annotations
 
 import difflib
+import logging
 import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -67,6 +68,7 @@ def parse(gin_files: Sequence[str], gin_params: Sequence[str] = ()) -> list[Path
     import matchzoo.train  # noqa: F401
 
     gin.clear_config()
+    _silence_search_misses()
     files = [resolve_config_file(f) for f in gin_files]
     for directory in [*_search_dirs(files), *gin_roots()]:
         gin.add_config_file_search_path(str(directory))
@@ -75,6 +77,20 @@ def parse(gin_files: Sequence[str], gin_params: Sequence[str] = ()) -> list[Path
     except (SyntaxError, ValueError, KeyError, TypeError, IOError) as error:
         raise MatchzooError(describe_gin_error(error)) from None
     return files
+
+
+class _SearchMissFilter(logging.Filter):
+    """gin logs an ERROR for every search path that does not hold an included file; only the final
+    failure matters, and that one is raised (and reported by us) anyway."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Path not found")
+
+
+def _silence_search_misses() -> None:
+    root = logging.getLogger()
+    if not any(isinstance(f, _SearchMissFilter) for f in root.filters):
+        root.addFilter(_SearchMissFilter())
 
 
 def describe_gin_error(error: BaseException) -> str:

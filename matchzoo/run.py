@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -98,7 +97,6 @@ def record_config(tracker: Tracker, trainer: Trainer) -> None:
     unused = config.unused_bindings()
     if unused:
         message = f"these bindings were never used (typo or component not in this experiment?): {', '.join(unused)}"
-        warnings.warn(message, stacklevel=1)
         print(f"matchzoo: warning: {message}", file=sys.stderr)
         tracker.set_tags({"unused_bindings": ", ".join(unused)[:5000]})
 
@@ -115,12 +113,16 @@ def summarize(evaluator: Evaluator, run_id: str, run_dir: Path) -> None:
         print(f"  {key:<32} {last[key]:.4g}{change}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m matchzoo.run", description="Train one gin-configured experiment.")
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gin", action="append", required=True, metavar="FILE", help="gin config file (repeatable)")
     parser.add_argument("--gin_param", action="append", default=[], metavar="BINDING",
                         help="extra binding, e.g. 'train.steps=200' (repeatable)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run whose checkpoint is in RUN_DIR")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m matchzoo.run", description="Train one gin-configured experiment.")
+    add_run_arguments(parser)
     return parser
 
 
