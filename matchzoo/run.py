@@ -18,7 +18,7 @@ import torch
 from matchzoo import config
 from matchzoo.cli import guarded
 from matchzoo.errors import MatchzooError
-from matchzoo.train import checkpoint
+from matchzoo.train import checkpoint, distributed
 from matchzoo.train.callbacks import Checkpointer, Evaluator, MetricLogger
 from matchzoo.train.settings import TrainSettings
 from matchzoo.train.terms import objective_name
@@ -42,7 +42,8 @@ def run_experiment(gin_files: Sequence[str], gin_params: Sequence[str] = (), tag
     """Train one configured experiment; returns the MLflow run id."""
     files = config.parse(gin_files, gin_params)
     settings = build_settings()
-    run_dir = Path(resume or settings.run_dir or default_run_dir(settings, files))
+    trainer = Trainer(settings)
+    run_dir = Path(distributed.broadcast_object(str(resume or settings.run_dir or default_run_dir(settings, files))))
     previous = checkpoint.load(run_dir) if (run_dir / checkpoint.FILENAME).is_file() else None
     if resume and previous is None:
         raise MatchzooError(f"--resume {resume}: no {checkpoint.FILENAME} there")
@@ -55,11 +56,12 @@ def run_experiment(gin_files: Sequence[str], gin_params: Sequence[str] = (), tag
         "run_dir": str(run_dir),
         **(tags or {}),
     }
+    if not trainer.dist.is_main:  # other ranks train; rank 0 alone logs, evaluates and checkpoints
+        return _run_worker(trainer, previous)
     tracker = Tracker(settings.experiment, settings.run_name or run_dir.name, run_tags,
                       resume_run_id=previous["mlflow_run_id"] if previous else None)
-    trainer = Trainer(settings)
     extra = {"mlflow_run_id": tracker.run_id, "operative_config": "", "gin_files": [str(f) for f in files],
-             "gin_params": list(gin_params)}
+             "gin_params": list(gin_params), "world_size": trainer.dist.world_size}
     checkpointer = Checkpointer(run_dir / checkpoint.FILENAME, settings.checkpoint_every, extra, tracker)
     evaluator = Evaluator(tracker, settings.eval_every, settings.eval_samples, settings.seed,
                           settings.stability_every, settings.stability_resamples)
@@ -83,6 +85,15 @@ def run_experiment(gin_files: Sequence[str], gin_params: Sequence[str] = (), tag
         tracker.finish(status)
     summarize(evaluator, tracker.run_id, run_dir)
     return tracker.run_id
+
+
+def _run_worker(trainer: Trainer, previous) -> str:
+    trainer.settings.progress = False
+    trainer.prepare()
+    if previous is not None:
+        trainer.load_state_dict(previous)
+    trainer.fit()
+    return ""
 
 
 def default_run_dir(settings: TrainSettings, files: Sequence[Path]) -> Path:

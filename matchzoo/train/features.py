@@ -22,7 +22,8 @@ class RealFeatures:
         if key not in self._features:
             from matchzoo.data.cache import reference_features
 
-            features = reference_features(space, self.dataset, split, batch_size=self.batch_size, device=self.device)
+            features = reference_features(space, self.dataset, split, batch_size=self.batch_size, device=self.device,
+                                          progress=self.progress)
             self._features[key] = features.to(self.device)
         return self._features[key]
 

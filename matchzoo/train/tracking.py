@@ -33,8 +33,9 @@ def quiet_mlflow() -> None:
 
 def client():
     """An ``MlflowClient`` on :func:`tracking_uri`, creating ``runs/`` for the default sqlite store."""
-    quiet_mlflow()
     from mlflow.tracking import MlflowClient
+
+    quiet_mlflow()  # after the import: importing mlflow configures its own loggers
 
     uri = tracking_uri()
     if uri.startswith("sqlite:///"):

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from matchzoo.errors import MatchzooError
 from matchzoo.generators.base import check_generator_output
+from matchzoo.train import distributed
 from matchzoo.train.ema import EMA
 from matchzoo.train.features import RealFeatures
 from matchzoo.train.settings import TrainSettings
@@ -20,9 +21,9 @@ class NonFiniteError(MatchzooError):
     """The loss or a gradient became NaN/inf; the run stops and the last good checkpoint is kept."""
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise MatchzooError(f"train.device = {name!r} but CUDA is not available; use 'cpu' or 'auto'")
@@ -32,8 +33,18 @@ def resolve_device(name: str) -> torch.device:
 class Trainer:
     def __init__(self, settings: TrainSettings, callbacks: Sequence[Any] = ()):
         self.settings = s = settings
-        self.device = resolve_device(s.device)
+        self.dist = distributed.init_from_env("cuda" if s.device != "cpu" and torch.cuda.is_available() else "cpu")
+        self.device = resolve_device(s.device, self.dist.local_rank)
+        if s.batch_size % self.dist.world_size:
+            raise MatchzooError(f"train.batch_size = {s.batch_size} is the global batch and must be divisible by the "
+                                f"{self.dist.world_size} processes")
+        self.local_batch = s.batch_size // self.dist.world_size
         self.generator = s.generator.to(self.device)
+        self.model = self.generator
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.model = DistributedDataParallel(self.generator, device_ids=[self.device] if self.device.type == "cuda" else None)
         self.terms = s.terms
         for term in self.terms:
             term.space.to(self.device)
@@ -41,8 +52,9 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=s.lr, betas=s.betas)
         self.critic_optimizers = [self._critic_optimizer(term.objective) for term in self.terms]
         self.ema = EMA(self.generator, s.ema_decay)
-        self.noise_rng = torch.Generator().manual_seed(s.seed + 1)
-        self.real_rng = torch.Generator().manual_seed(s.seed + 2)
+        # per-rank noise and real minibatches; the global RNG (objectives' own randomness) is identical on all ranks
+        self.noise_rng = torch.Generator().manual_seed(s.seed + 1 + 1000 * self.dist.rank)
+        self.real_rng = torch.Generator().manual_seed(s.seed + 2 + 1000 * self.dist.rank)
         self.real = RealFeatures(s.dataset, s.feature_batch_size, self.device, s.progress)
         self.callbacks = list(callbacks)
         self.step = 0
@@ -59,19 +71,20 @@ class Trainer:
             term.objective.prepare_reference(self.real.train(term.space))
 
     def sample_real(self, term) -> torch.Tensor:
+        """A global real minibatch: each rank draws its shard, all ranks see the concatenation."""
         pool = self.real.train(term.space)
-        index = torch.randint(pool.shape[0], (self.settings.batch_size,), generator=self.real_rng)
-        return pool[index.to(pool.device)]
+        index = torch.randint(pool.shape[0], (self.local_batch,), generator=self.real_rng)
+        return distributed.gather(pool[index.to(pool.device)])
 
     def train_step(self) -> dict[str, float]:
-        noise = self.generator.sample_noise(self.settings.batch_size, generator=self.noise_rng).to(self.device)
-        images = self.generator(noise)
+        noise = self.generator.sample_noise(self.local_batch, generator=self.noise_rng).to(self.device)
+        images = self.model(noise)
         if self.step == 0:
             check_generator_output(images, self.real.image_shape, type(self.generator).__name__)
         total = torch.zeros((), device=self.device)
         logs: dict[str, float] = {}
         for term, critic_optimizer in zip(self.terms, self.critic_optimizers):
-            fake = term.space(images)  # (B, D), differentiable w.r.t. the generator
+            fake = distributed.gather_with_grad(term.space(images))  # (B_global, D), grad to the local shard
             if critic_optimizer is not None:
                 logs.update(self.critic_update(term, critic_optimizer, fake.detach()))
             out = term.objective(fake, self.sample_real(term))
