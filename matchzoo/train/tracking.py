@@ -57,8 +57,8 @@ class Tracker:
     """One MLflow run: params, tags, buffered metrics, artifacts, final status."""
 
     def __init__(self, experiment: str, run_name: Optional[str], tags: dict[str, str], resume_run_id: Optional[str] = None):
-        self.client = client()
         try:
+            self.client = client()
             if resume_run_id:
                 self.run_id = self.client.get_run(resume_run_id).info.run_id
                 self.client.update_run(self.run_id, status="RUNNING")
