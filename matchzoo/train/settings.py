@@ -39,6 +39,8 @@ class TrainSettings:
         run_dir: Optional[str] = None,
         feature_batch_size: int = 256,
         progress: bool = True,
+        tf32: bool = True,
+        compile_spaces: bool = False,
     ):
         if not terms:
             raise MatchzooError("train.terms is empty; give at least one @term() (a feature space, an objective and a weight)")
@@ -57,3 +59,4 @@ class TrainSettings:
         self.log_every, self.checkpoint_every = int(log_every), int(checkpoint_every)
         self.experiment, self.run_name, self.run_dir = experiment, run_name, run_dir
         self.feature_batch_size, self.progress = int(feature_batch_size), bool(progress)
+        self.tf32, self.compile_spaces = bool(tf32), bool(compile_spaces)
