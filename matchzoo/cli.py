@@ -17,7 +17,9 @@ def guarded(main: Callable[[], int]) -> int:
     try:
         return main()
     except MatchzooError as error:
-        return fail(str(error).replace("\n", " "))
+        # gin appends "In call to configurable ..." on new lines; the first line is the user's message
+        text = str(error).strip()
+        return fail(text.splitlines()[0] if text else type(error).__name__)
     except KeyboardInterrupt:
         print("matchzoo: interrupted", file=sys.stderr)
         return 130

@@ -22,13 +22,35 @@ def summary(cls: type) -> str:
     return doc.splitlines()[0] if doc else ""
 
 
+def space_details(cls: type) -> list[str]:
+    """Indented lines: dim, preprocessing (size, filter, channels, mean/std), layer/token, weights source."""
+    entry = cls.catalog()
+    spec = entry["preprocessing"]
+    size = "native size" if spec.size is None else f"{spec.size}px {spec.resize}{' antialias' if spec.antialias else ''}"
+    mean = ",".join(f"{m:.4g}" for m in spec.mean)
+    std = ",".join(f"{s:.4g}" for s in spec.std)
+    channels = "RGB (grayscale repeated)" if spec.channels == 3 else "gray (RGB averaged)"
+    return [
+        f"      dim {entry['dim']}; input {size}, {channels}, mean=({mean}) std=({std})",
+        f"      layer/token: {spec.layer}",
+        f"      weights: {entry['weights']}",
+    ]
+
+
 def run(args: argparse.Namespace) -> int:
     import matchzoo  # noqa: F401  (imports register everything)
 
     chosen = [key for key in ALL_REGISTRIES if getattr(args, key)] or list(ALL_REGISTRIES)
+    detailed = chosen == ["spaces"]  # `list --spaces` alone shows the full description of each space
     for key in chosen:
         registry = ALL_REGISTRIES[key]
         print(f"{key} ({len(registry)}):")
+        if detailed:
+            for name, cls in registry.items():
+                print(f"  {name}  {summary(cls)}")
+                for line in space_details(cls):
+                    print(line)
+            continue
         width = max((len(n) for n in registry.names()), default=0)
         for name, cls in registry.items():
             print(f"  {name:<{width}}  {summary(cls)}")

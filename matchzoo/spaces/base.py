@@ -27,7 +27,8 @@ class Preprocessing:
     """How images in [-1, 1] become network input. Applied by :func:`preprocess`.
 
     ``size``: square side the network sees (``None`` keeps the input size).
-    ``resize``: torch interpolation mode (``bilinear``, ``bicubic``, ``area``, ``nearest``).
+    ``resize``: torch interpolation mode (``bilinear``, ``bicubic``, ``area``, ``nearest``) or an exact
+    reference filter from ``EXACT_RESIZERS`` (``tf1_bilinear``, ``pil_bicubic``).
     ``channels``: 3 repeats grayscale to RGB; 1 averages RGB to gray.
     ``mean``/``std``: applied after mapping [-1, 1] to [0, 1], one value per channel.
     ``layer``: which layer/token the features are read from (documentation + fingerprint).
@@ -53,6 +54,23 @@ class Preprocessing:
         return asdict(self)
 
 
+def _tf1_bilinear():
+    from matchzoo.spaces.tf_resize import tf1_bilinear_resize
+
+    return tf1_bilinear_resize
+
+
+def _pil_bicubic():
+    from matchzoo.spaces.pil_resize import pil_bicubic_resize
+
+    return pil_bicubic_resize
+
+
+# Resize filters that reproduce another library bit-for-bit (reference conventions of published metrics):
+# ``tf1_bilinear`` = TF1 ResizeBilinear (FID), ``pil_bicubic`` = Pillow bicubic (FD_DINOv2, CLIP transforms).
+EXACT_RESIZERS = {"tf1_bilinear": _tf1_bilinear, "pil_bicubic": _pil_bicubic}
+
+
 def preprocess(images: torch.Tensor, spec: Preprocessing) -> torch.Tensor:
     """Resize, fix channels and normalise images in [-1, 1] as ``spec`` says (differentiable)."""
     if images.ndim != 4:
@@ -65,7 +83,9 @@ def preprocess(images: torch.Tensor, spec: Preprocessing) -> torch.Tensor:
         x = x.mean(dim=1, keepdim=True)
     elif channels != spec.channels:
         raise MatchzooError(f"cannot feed {channels}-channel images to a {spec.channels}-channel feature space")
-    if spec.size is not None and tuple(x.shape[-2:]) != (spec.size, spec.size):
+    if spec.size is not None and tuple(x.shape[-2:]) != (spec.size, spec.size) and spec.resize in EXACT_RESIZERS:
+        x = EXACT_RESIZERS[spec.resize]()(x, spec.size, spec.size)
+    elif spec.size is not None and tuple(x.shape[-2:]) != (spec.size, spec.size):
         kwargs = {"antialias": spec.antialias} if spec.resize in ("bilinear", "bicubic") else {}
         if spec.resize in ("bilinear", "bicubic"):
             kwargs["align_corners"] = spec.align_corners
@@ -121,9 +141,36 @@ class FeatureSpace(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    # GPU path: backbones that allow it run bf16 autocast / channels_last on CUDA (never on CPU, where
+    # both are slower or unsupported). Spaces whose metric convention is float32 (FID Inception) keep
+    # ``allows_bf16 = False``. ``use_bf16`` / ``use_channels_last`` are the per-instance switches.
+    allows_bf16: bool = False
+    use_bf16: bool = False
+    use_channels_last: bool = False
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        features = self.encode(preprocess(images, self.preprocessing))
-        return features.flatten(1)
+        x = preprocess(images, self.preprocessing)
+        if x.is_cuda and self.use_channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if x.is_cuda and self.use_bf16 and self.allows_bf16:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                features = self.encode(x)
+            return features.float().flatten(1)
+        return self.encode(x).flatten(1)
+
+    def set_gpu_path(self, bf16: bool, channels_last: bool) -> None:
+        """Choose the CUDA fast path (call in ``__init__`` before :meth:`freeze`); no effect on CPU."""
+        self.use_bf16 = bool(bf16) and self.allows_bf16
+        self.use_channels_last = bool(channels_last)  # applied to CUDA inputs only; CPU numerics untouched
+
+    @classmethod
+    def catalog(cls) -> dict:
+        """dim, preprocessing and weights source of the default configuration (``list --spaces``).
+
+        Cheap spaces instantiate themselves; pretrained backbones override this with static facts.
+        """
+        space = cls()
+        return {"dim": space.dim, "preprocessing": space.preprocessing, "weights": space.weights_source}
 
     def config(self) -> dict:
         """Constructor settings that change the features (beyond preprocessing and weights)."""
@@ -138,6 +185,7 @@ class FeatureSpace(nn.Module):
                     "dim": self.dim,
                     "preprocessing": self.preprocessing.as_dict(),
                     "config": self.config(),
+                    "bf16": self.use_bf16,
                     "weights": state_dict_digest(self),
                 },
                 sort_keys=True,
