@@ -1,0 +1,91 @@
+r"""FDr^k: Fréchet distances relative to held-out real data, averaged over k feature spaces.
+
+.. math::  \mathrm{FDr}_X = \frac{\mathrm{FD}_X(\text{generated}_n,\ \text{reference})}
+                                 {\mathrm{FD}_X(\text{held-out real}_n,\ \text{reference})},
+           \qquad \mathrm{FDr}^k = \frac1k\sum_{X} \mathrm{FDr}_X
+
+The reference is the *training* split of the real data; both numerators and denominators use the same
+sample size ``n`` (FD is biased upwards by ``O(D/n)``, so unequal sizes would skew the ratio); ``n`` is
+``min(#generated, #held-out)`` unless given. 1.0 means "as close to the reference as real held-out
+data"; report each FDr_X beside the mean. The held-out baseline depends only on (space, dataset, n,
+seed), so it is computed once per key and cached for the process.
+"""
+from __future__ import annotations
+
+from typing import Hashable, Optional
+
+import torch
+
+from matchzoo import linalg
+from matchzoo.errors import MatchzooError
+from matchzoo.metrics.frechet import FrechetReference
+
+_HELDOUT_CACHE: dict[Hashable, float] = {}
+
+
+def fdr_table(fd_generated: dict[str, float], fd_heldout: dict[str, float]) -> dict[str, float]:
+    """``{'fdr/<space>': FD_gen/FD_heldout, ..., 'fdr_k': mean}`` over the spaces of ``fd_generated``."""
+    if not fd_generated:
+        raise MatchzooError("FDr^k needs at least one evaluation space")
+    missing = sorted(set(fd_generated) - set(fd_heldout))
+    if missing:
+        raise MatchzooError(f"no held-out FD baseline for space(s) {', '.join(missing)}; compute heldout_frechet_distance first")
+    table: dict[str, float] = {}
+    for space, fd in fd_generated.items():
+        baseline = float(fd_heldout[space])
+        if not baseline > 0.0:
+            raise MatchzooError(
+                f"held-out FD in space {space!r} is {baseline:g}; FDr needs a positive baseline "
+                f"(held-out and reference data are identical or the space is constant)"
+            )
+        table[f"fdr/{space}"] = float(fd) / baseline
+    table["fdr_k"] = sum(table.values()) / len(fd_generated)
+    return table
+
+
+def subsample(features: torch.Tensor, size: int, seed: int) -> torch.Tensor:
+    """``size`` rows of ``features`` ``(N, D)`` without replacement, chosen by ``seed`` (all rows if N == size)."""
+    if size > features.shape[0]:
+        raise ValueError(f"cannot draw {size} samples from {features.shape[0]}")
+    if size == features.shape[0]:
+        return features
+    order = torch.randperm(features.shape[0], generator=torch.Generator().manual_seed(seed))[:size]
+    return features[order.to(features.device)]
+
+
+def heldout_frechet_distance(
+    heldout: torch.Tensor, reference: FrechetReference | torch.Tensor, sample_size: Optional[int] = None,
+    seed: int = 0, cache_key: Optional[Hashable] = None,
+) -> float:
+    """FD(held-out real features, reference) at ``sample_size`` held-out samples (the FDr denominator).
+
+    ``reference`` is a :class:`FrechetReference` or the training features ``(N_ref, D)``. With a
+    ``cache_key`` (e.g. ``(space.fingerprint, dataset.fingerprint)``) the value is memoised per
+    ``(cache_key, sample_size, seed)``.
+    """
+    size = heldout.shape[0] if sample_size is None else int(sample_size)
+    if size < 2 or size > heldout.shape[0]:
+        raise MatchzooError(
+            f"FDr sample size {size} must be in [2, {heldout.shape[0]}] (the number of held-out samples); "
+            f"evaluate with at most {heldout.shape[0]} samples or use a dataset with a larger held-out split"
+        )
+    key = None if cache_key is None else (cache_key, size, seed)
+    if key is not None and key in _HELDOUT_CACHE:
+        return _HELDOUT_CACHE[key]
+    if not isinstance(reference, FrechetReference):
+        reference = FrechetReference.from_features(reference)
+    value = reference.distance_to_features(subsample(heldout, size, seed))
+    if key is not None:
+        _HELDOUT_CACHE[key] = value
+    return value
+
+
+def matched_frechet_distances(
+    generated: torch.Tensor, heldout: torch.Tensor, reference: FrechetReference, seed: int = 0,
+    cache_key: Optional[Hashable] = None,
+) -> tuple[float, float, int]:
+    """``(FD(generated_n, ref), FD(heldout_n, ref), n)`` with ``n = min(#generated, #held-out)``."""
+    size = min(generated.shape[0], heldout.shape[0])
+    fd_generated = reference.distance_to_features(subsample(linalg.as_float64_tensor(generated), size, seed))
+    fd_heldout = heldout_frechet_distance(heldout, reference, size, seed, cache_key)
+    return fd_generated, fd_heldout, size

@@ -1,0 +1,154 @@
+r"""Streaming float64 Gaussian statistics and a cached reference for fast Fréchet distances.
+
+:class:`StreamingMoments` accumulates, batch by batch, the shifted sums
+
+.. math::  n,\quad s_1=\sum_i (x_i-k),\quad S_2=\sum_i (x_i-k)(x_i-k)^\top
+
+in float64 (``k`` = mean of the first batch, which removes the cancellation of the raw
+:math:`\sum xx^\top - n\mu\mu^\top` formula when features have a large offset), so 50k samples cost
+``O(D^2)`` memory. The statistics are :math:`\mu = k + s_1/n` and the unbiased covariance
+:math:`\Sigma = (S_2 - s_1 s_1^\top/n)/(n-1)`.
+
+:class:`FrechetReference` holds the reference :math:`(\mu_r, \Sigma_r)` and caches a factor
+:math:`F F^\top=\Sigma_r` (:func:`matchzoo.linalg.psd_factor`), so each later
+:math:`\mathrm{FD}=\|\mu-\mu_r\|^2+\operatorname{Tr}\Sigma+\operatorname{Tr}\Sigma_r-2\operatorname{Tr}(F^\top\Sigma F)^{1/2}`
+is two products and one ``eigvalsh``. Sample sets smaller than ``D`` use the exact ``n x n`` dual form.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+import torch
+
+from matchzoo import linalg
+
+
+@dataclass(frozen=True)
+class GaussianStats:
+    """Mean ``(D,)`` and unbiased covariance ``(D, D)`` (float64) of ``count`` samples."""
+
+    mean: torch.Tensor
+    cov: torch.Tensor
+    count: int
+
+    @property
+    def dim(self) -> int:
+        return self.mean.shape[0]
+
+    @classmethod
+    def from_features(cls, features: linalg.ArrayLike, batch_size: int = 4096) -> "GaussianStats":
+        moments = StreamingMoments()
+        x = linalg.as_float64_tensor(features)
+        for start in range(0, x.shape[0], batch_size):
+            moments.update(x[start:start + batch_size])
+        return moments.stats()
+
+
+class StreamingMoments:
+    """Float64 running mean/covariance over batches of ``(B, D)`` features (see module docstring)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.shift: Optional[torch.Tensor] = None  # (D,)
+        self.sum: Optional[torch.Tensor] = None  # (D,)
+        self.outer: Optional[torch.Tensor] = None  # (D, D)
+
+    def update(self, batch: linalg.ArrayLike) -> "StreamingMoments":
+        x = linalg.as_float64_tensor(batch)
+        if x.ndim != 2:
+            raise ValueError(f"StreamingMoments takes (B, D) batches, got shape {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            return self
+        if not torch.isfinite(x).all():
+            raise ValueError("features contain NaN or inf")
+        if self.shift is None:
+            self.shift = x.mean(dim=0)
+            self.sum = torch.zeros_like(self.shift)
+            self.outer = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
+        elif x.shape[1] != self.shift.shape[0]:
+            raise ValueError(f"feature dimension changed from {self.shift.shape[0]} to {x.shape[1]}")
+        shifted = x - self.shift  # (B, D)
+        self.sum += shifted.sum(dim=0)
+        self.outer.addmm_(shifted.T, shifted)
+        self.count += x.shape[0]
+        return self
+
+    def merge(self, other: "StreamingMoments") -> "StreamingMoments":
+        r"""Add another accumulator's samples (e.g. from another process or worker), exactly.
+
+        Re-centres ``other``'s sums from its shift :math:`k'` to ours :math:`k` with :math:`\delta = k'-k`:
+        :math:`s_1 \mathrel{+}= s_1' + n'\delta`, :math:`S_2 \mathrel{+}= S_2' + \delta s_1'^\top + s_1'\delta^\top + n'\delta\delta^\top`.
+        """
+        if other.count == 0:
+            return self
+        if self.count == 0:
+            self.count, self.shift, self.sum, self.outer = other.count, other.shift.clone(), other.sum.clone(), other.outer.clone()
+            return self
+        if other.shift.shape != self.shift.shape:
+            raise ValueError(f"cannot merge moments of dimension {other.shift.shape[0]} into {self.shift.shape[0]}")
+        delta = (other.shift - self.shift).to(self.shift.device)  # (D,)
+        other_sum, other_outer = other.sum.to(self.sum.device), other.outer.to(self.outer.device)
+        self.outer += other_outer + torch.outer(delta, other_sum) + torch.outer(other_sum, delta) + other.count * torch.outer(delta, delta)
+        self.sum += other_sum + other.count * delta
+        self.count += other.count
+        return self
+
+    def update_all(self, batches: Iterable[linalg.ArrayLike]) -> "StreamingMoments":
+        for batch in batches:
+            self.update(batch)
+        return self
+
+    def stats(self) -> GaussianStats:
+        if self.count < 2:
+            raise ValueError(f"need at least 2 samples for a covariance, have {self.count}")
+        mean_shifted = self.sum / self.count  # (D,)
+        cov = (self.outer - self.count * torch.outer(mean_shifted, mean_shifted)) / (self.count - 1)
+        return GaussianStats(self.shift + mean_shifted, linalg.symmetrize(cov), self.count)
+
+
+class FrechetReference:
+    """Reference Gaussian with a cached covariance factor: many fast FDs against the same data."""
+
+    def __init__(self, stats: GaussianStats):
+        self.stats = stats
+        self._factor: Optional[torch.Tensor] = None
+
+    @classmethod
+    def from_features(cls, features: linalg.ArrayLike) -> "FrechetReference":
+        return cls(GaussianStats.from_features(features))
+
+    @property
+    def factor(self) -> torch.Tensor:
+        """``F`` with ``F F^T = Σ_ref`` (Cholesky, or the PSD root when singular); computed once."""
+        if self._factor is None:
+            self._factor = linalg.psd_factor(self.stats.cov)
+        return self._factor
+
+    def distance_to_stats(self, stats: GaussianStats) -> float:
+        """FD between ``stats`` and the reference, reusing the cached factor."""
+        ref = self.stats
+        return linalg.frechet_distance_from_stats(ref.mean, ref.cov, stats.mean, stats.cov, factor1=self.factor)
+
+    def distance_to_features(self, features: linalg.ArrayLike) -> float:
+        """FD between the Gaussian fitted to ``features`` ``(n, D)`` and the reference.
+
+        ``n < D`` uses the exact dual form :math:`\\operatorname{Tr}(X_c\\Sigma_r X_c^\\top/(n-1))^{1/2}` and warns.
+        """
+        x = linalg.as_float64_tensor(features)
+        if x.ndim != 2 or x.shape[1] != self.stats.dim:
+            raise ValueError(f"need (n, {self.stats.dim}) features, got shape {tuple(x.shape)}")
+        if x.shape[0] >= x.shape[1]:
+            return self.distance_to_stats(GaussianStats.from_features(x))
+        if x.shape[0] < 2:
+            raise ValueError(f"need at least 2 samples, got {x.shape[0]}")
+        if not torch.isfinite(x).all():
+            raise ValueError("features contain NaN or inf")
+        linalg.warn_if_few_samples(x.shape[0], x.shape[1])
+        mean = x.mean(dim=0)
+        centered = x - mean  # (n, D)
+        ref = self.stats
+        trace_term = linalg.trace_sqrt_product_dual(centered, ref.cov.to(x.device))
+        trace_x = centered.square().sum() / (x.shape[0] - 1)
+        value = (mean - ref.mean).square().sum() + trace_x + ref.cov.trace() - 2.0 * trace_term
+        return float(value.clamp_min(0.0))

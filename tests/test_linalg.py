@@ -1,0 +1,174 @@
+"""Oracle tests for matchzoo.linalg: closed-form Gaussian FDs, an independent SciPy computation,
+the n < D dual and cross forms, the cached-factor fast path, and finite pseudo-inverse gradients."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from matchzoo import linalg
+
+
+def scipy_frechet(mu1, s1, mu2, s2) -> float:
+    """Independent oracle: the textbook formula with scipy.linalg.sqrtm of the product (fine at small D)."""
+    covmean = scipy.linalg.sqrtm(s1 @ s2)
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean).real)
+
+
+def numpy_frechet_psd(mu1, s1, mu2, s2) -> float:
+    """Oracle for singular covariances: symmetric root via numpy eigh, spectrum of root @ s2 @ root."""
+    w, v = np.linalg.eigh(s1)
+    root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    inner = np.linalg.eigvalsh(root @ s2 @ root)
+    inner[inner < len(inner) * np.finfo(float).eps * inner.max()] = 0.0  # numerical rank: round-off null space
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2.0 * np.sqrt(np.clip(inner, 0, None)).sum())
+
+
+def random_spd(rng, d, condition=10.0):
+    q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    return (q * np.geomspace(1.0, condition, d)) @ q.T
+
+
+def test_closed_form_commuting_gaussians():
+    rng = np.random.default_rng(0)
+    d = 12
+    a, b = rng.uniform(0.1, 4.0, d), rng.uniform(0.1, 4.0, d)
+    q, _ = np.linalg.qr(rng.normal(size=(d, d)))  # same eigenbasis -> commuting covariances
+    mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
+    value = linalg.frechet_distance_from_stats(mu1, (q * a) @ q.T, mu2, (q * b) @ q.T)
+    assert value == pytest.approx(expected, rel=1e-10)
+
+
+@pytest.mark.parametrize("d", [8, 64])
+def test_matches_scipy_oracle_well_conditioned(d):
+    rng = np.random.default_rng(d)
+    s1, s2 = random_spd(rng, d), random_spd(rng, d)
+    mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
+    expected = scipy_frechet(mu1, s1, mu2, s2)
+    assert linalg.frechet_distance_from_stats(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-8)
+    factor = linalg.psd_factor(torch.from_numpy(s1))
+    assert linalg.frechet_distance_from_stats(mu1, s1, mu2, s2, factor1=factor) == pytest.approx(expected, rel=1e-8)
+    root = linalg.psd_sqrt(torch.from_numpy(s1))
+    assert linalg.frechet_distance_from_stats(mu1, s1, mu2, s2, factor1=root) == pytest.approx(expected, rel=1e-8)
+
+
+def test_features_match_oracle_and_are_symmetric():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(300, 10)), rng.normal(0.3, 1.5, size=(200, 10))
+    expected = scipy_frechet(x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False))
+    assert linalg.frechet_distance(x, y) == pytest.approx(expected, rel=1e-8)
+    assert linalg.frechet_distance(y, x) == pytest.approx(expected, rel=1e-8)
+
+
+def test_identical_sets_give_zero():
+    x = np.random.default_rng(2).normal(size=(400, 16)) * 3 + 5
+    assert abs(linalg.frechet_distance(x, x)) < 1e-9
+    assert abs(linalg.frechet_distance_from_stats(x.mean(0), np.cov(x, rowvar=False), x.mean(0), np.cov(x, rowvar=False))) < 1e-9
+
+
+def test_one_side_below_dimension_uses_exact_dual_form_and_warns():
+    rng = np.random.default_rng(3)
+    small, large = rng.normal(size=(20, 40)), rng.normal(0.2, 1.0, size=(500, 40))
+    expected = numpy_frechet_psd(large.mean(0), np.cov(large, rowvar=False), small.mean(0), np.cov(small, rowvar=False))
+    with pytest.warns(linalg.FewSamplesWarning, match="n=20 samples in D=40"):
+        value = linalg.frechet_distance(small, large)
+    assert value == pytest.approx(expected, rel=1e-8)
+
+
+def test_both_sides_below_dimension_cross_form():
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(15, 50)), rng.normal(0.5, 2.0, size=(25, 50))
+    expected = numpy_frechet_psd(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+    with pytest.warns(linalg.FewSamplesWarning):
+        assert linalg.frechet_distance(a, b) == pytest.approx(expected, rel=1e-8)
+
+
+def test_no_warning_with_enough_samples():
+    x = np.random.default_rng(5).normal(size=(64, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", linalg.FewSamplesWarning)
+        linalg.frechet_distance(x, x + 1)
+
+
+def test_singular_covariances_are_finite_never_nan():
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(100, 6))
+    x[:, 2] = 1.0  # constant feature: singular covariance, Cholesky fails, PSD root fallback
+    y = rng.normal(size=(100, 6))
+    value = linalg.frechet_distance(x, y)
+    expected = numpy_frechet_psd(y.mean(0), np.cov(y, rowvar=False), x.mean(0), np.cov(x, rowvar=False))
+    assert np.isfinite(value) and value == pytest.approx(expected, rel=1e-8)
+    s = np.cov(x, rowvar=False)
+    assert linalg.frechet_distance_from_stats(x.mean(0), s, y.mean(0), np.cov(y, rowvar=False)) == pytest.approx(expected, rel=1e-8)
+
+
+def test_nan_inputs_raise():
+    x = np.ones((10, 3))
+    x[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        linalg.frechet_distance(x, np.ones((10, 3)))
+    with pytest.raises(ValueError, match="NaN"):
+        linalg.frechet_distance_from_stats(np.zeros(3), np.eye(3), np.array([np.nan, 0, 0]), np.eye(3))
+    with pytest.raises(ValueError, match="same D"):
+        linalg.frechet_distance(np.ones((10, 3)), np.ones((10, 4)))
+
+
+def test_psd_factor_is_cholesky_when_definite_and_root_when_singular():
+    rng = np.random.default_rng(7)
+    spd = torch.from_numpy(random_spd(rng, 6))
+    factor = linalg.psd_factor(spd)
+    assert torch.allclose(factor, torch.tril(factor)) and torch.allclose(factor @ factor.T, spd, atol=1e-12)
+    singular = torch.from_numpy(np.diag([1.0, 2.0, 0.0]))
+    factor = linalg.psd_factor(singular)
+    assert torch.allclose(factor @ factor.T, singular, atol=1e-12)
+
+
+def test_trace_sqrt_psd_gradient_matches_finite_differences():
+    rng = np.random.default_rng(8)
+    m = torch.from_numpy(random_spd(rng, 5, condition=5.0)).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a: linalg.trace_sqrt_psd(linalg.symmetrize(a)), (m,))
+
+
+def test_dual_form_gradient_is_finite_and_matches_finite_differences():
+    rng = np.random.default_rng(9)
+    ref_cov = torch.from_numpy(random_spd(rng, 12))
+    x = torch.from_numpy(rng.normal(size=(6, 12))).requires_grad_(True)  # n < D: singular inner matrix
+
+    def trace_term(x):
+        return linalg.trace_sqrt_product_dual(x - x.mean(0), ref_cov)
+
+    (grad,) = torch.autograd.grad(trace_term(x), x)
+    assert torch.isfinite(grad).all()
+    direction = torch.from_numpy(rng.normal(size=(6, 12)))
+    eps = 1e-6
+    with torch.no_grad():
+        numeric = (trace_term(x + eps * direction) - trace_term(x - eps * direction)) / (2 * eps)
+    assert float((grad * direction).sum()) == pytest.approx(float(numeric), rel=1e-6)
+
+
+def test_eval_path_equals_grad_path():
+    m = torch.from_numpy(random_spd(np.random.default_rng(10), 7))
+    with torch.no_grad():
+        no_grad = linalg.trace_sqrt_psd(m)
+    with_grad = linalg.trace_sqrt_psd(m.clone().requires_grad_(True))
+    assert float(no_grad) == pytest.approx(float(with_grad.detach()), rel=1e-13)
+
+
+def test_lapack_congruence_fast_path_equals_products():
+    rng = np.random.default_rng(11)
+    s1, s2 = torch.from_numpy(random_spd(rng, 80)), torch.from_numpy(random_spd(rng, 80))
+    factor = linalg.psd_factor(s1)
+    reduced = linalg._cholesky_congruence(s2, factor)
+    assert reduced is not None  # the fast path applies: CPU, float64, lower-triangular factor
+    products = factor.T @ s2 @ factor
+    np.testing.assert_allclose(reduced.tril().numpy(), products.tril().numpy(), rtol=1e-10, atol=1e-12)
+    fast = linalg.trace_sqrt_product(s2, factor)
+    slow = linalg.trace_sqrt_psd(products)
+    assert float(fast) == pytest.approx(float(slow), rel=1e-12)
+    assert linalg._cholesky_congruence(s2, linalg.psd_sqrt(s1)) is None  # symmetric root: products
+    with_grad = linalg.trace_sqrt_product(s2.clone().requires_grad_(True), factor)  # differentiable path
+    assert with_grad.requires_grad and float(with_grad.detach()) == pytest.approx(float(slow), rel=1e-12)
