@@ -73,7 +73,7 @@ def run_experiment(gin_files: Sequence[str], gin_params: Sequence[str] = (), tag
             trainer.load_state_dict(previous)
             print(f"resuming {run_dir} at step {trainer.step} (MLflow run {tracker.run_id})", file=sys.stderr)
         extra["operative_config"] = config.operative_config()
-        record_config(tracker, trainer)
+        record_config(tracker, {"objective": run_tags["objective"], "train_space": run_tags["train_space"]})
         trainer.fit()
         status = "FINISHED"
     except KeyboardInterrupt:
@@ -101,10 +101,11 @@ def default_run_dir(settings: TrainSettings, files: Sequence[Path]) -> Path:
     return Path("runs") / settings.experiment / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def record_config(tracker: Tracker, trainer: Trainer) -> None:
-    """Operative config artifact, flattened bindings as params, and the report of unused bindings."""
+def record_config(tracker: Tracker, summary: dict[str, str]) -> None:
+    """Operative config artifact, flattened bindings (+ objective/train_space, which the MLflow UI's
+    parallel-coordinates view can only plot as params) as params, and the report of unused bindings."""
     tracker.log_text(config.operative_config(), "operative_config.gin")
-    tracker.log_params(config.flattened_bindings())
+    tracker.log_params({**config.flattened_bindings(), **summary})
     unused = config.unused_bindings()
     if unused:
         message = f"these bindings were never used (typo or component not in this experiment?): {', '.join(unused)}"

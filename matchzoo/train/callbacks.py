@@ -10,7 +10,8 @@ from typing import Optional
 
 import torch
 
-from matchzoo.linalg import frechet_distance
+from matchzoo.metrics.fdrk import fdr_table, matched_frechet_distances
+from matchzoo.metrics.frechet import FrechetReference
 from matchzoo.train import checkpoint
 from matchzoo.train.tracking import Tracker
 
@@ -55,16 +56,17 @@ class Evaluator(Callback):
                  stability_every: int = 0, stability_resamples: int = 8):
         self.tracker, self.every, self.samples, self.seed = tracker, every, samples, seed
         self.stability_every, self.stability_resamples = stability_every, stability_resamples
-        self.baseline: dict[str, float] = {}
+        self.references: dict[str, tuple[FrechetReference, FrechetReference]] = {}  # space -> (train, held-out)
         self.last: dict[str, float] = {}
         self.history: list[tuple[int, dict[str, float]]] = []
 
     def on_start(self, trainer) -> None:
+        """Reference factors are computed once per space; each evaluation then costs one eigvalsh per space."""
         for space in trainer.settings.eval_spaces:
             heldout = trainer.real.heldout(space)
             self.samples = self.samples or heldout.shape[0]
-            reference = trainer.real.train(space)
-            self.baseline[space.name] = frechet_distance(heldout, reference)
+            self.references[space.name] = (FrechetReference.from_features(trainer.real.train(space)),
+                                           FrechetReference.from_features(heldout))
         if trainer.step == 0:
             self.evaluate(trainer)
 
@@ -87,19 +89,21 @@ class Evaluator(Callback):
         return torch.cat(chunks)
 
     def evaluate(self, trainer) -> dict[str, float]:
-        from matchzoo.metrics.fdrk import fdr_table
-
         n = self.samples or trainer.settings.batch_size
         images = self.generate(trainer, n)
         metrics: dict[str, float] = {}
         fd_reference: dict[str, float] = {}
+        fd_baseline: dict[str, float] = {}
         with torch.no_grad():
             for space in trainer.settings.eval_spaces:
                 fake = torch.cat([space(chunk) for chunk in images.split(trainer.settings.feature_batch_size)])
-                metrics[f"eval/fd/{space.name}"] = frechet_distance(fake, trainer.real.heldout(space))
-                fd_reference[space.name] = frechet_distance(fake, trainer.real.train(space))
+                train_reference, heldout_reference = self.references[space.name]
+                metrics[f"eval/fd/{space.name}"] = heldout_reference.distance_to_features(fake)
+                fd_reference[space.name], fd_baseline[space.name], _ = matched_frechet_distances(
+                    fake, trainer.real.heldout(space), train_reference, seed=self.seed,
+                    cache_key=(space.fingerprint, trainer.settings.dataset.fingerprint))
         if fd_reference:
-            metrics.update({f"eval/{k}": v for k, v in fdr_table(fd_reference, self.baseline).items()})
+            metrics.update({f"eval/{k}": v for k, v in fdr_table(fd_reference, fd_baseline).items()})
         if self.stability_every and trainer.step % self.stability_every == 0:
             metrics.update(self.stability(trainer, images))
         self.last = metrics
