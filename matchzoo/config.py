@@ -149,11 +149,19 @@ def flattened_bindings() -> dict[str, str]:
 
 
 def unused_bindings() -> list[str]:
-    """Bindings set in the config that never reached a call (gin ignores them silently)."""
+    """Bindings set in the config that never reached a call (gin ignores them silently).
+
+    A binding in scope ``a`` (or unscoped) counts as used when the parameter was used by the same
+    configurable in any scope stack that contains ``a`` (gin applies it there).
+    """
     operative = gin.config._OPERATIVE_CONFIG  # pylint: disable=protected-access
     unused = []
     for (scope, selector), params in gin.config._CONFIG.items():  # pylint: disable=protected-access
-        used = operative.get((scope, selector), {})
+        wanted = set(filter(None, scope.split("/")))
+        used = set()
+        for (used_scope, used_selector), used_params in operative.items():
+            if used_selector == selector and wanted <= set(filter(None, used_scope.split("/"))):
+                used.update(used_params)
         for param in params:
             if param not in used:
                 prefix = f"{scope}/" if scope else ""

@@ -84,6 +84,6 @@ def test_nonfinite_loss_stops_with_named_term(isolated_runs):
             def forward(self, fake, real):
                 return matchzoo.LossOutput(fake.sum() * float("nan"), {})
 
-    with pytest.raises(MatchzooError, match=r"random_conv.test_nan_objective.*step 1"):
+    with pytest.raises(MatchzooError, match=r"digits_ssl.test_nan_objective.*step 1"):
         run_experiment([str(REPO / "gin" / "quickstart.gin")],
-                       [f"term.objective = @{name}()", "train.progress = False", "train.steps = 5"])
+                       [f"ssl/term.objective = @{name}()", "train.progress = False", "train.steps = 5"])

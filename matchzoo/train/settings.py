@@ -41,6 +41,7 @@ class TrainSettings:
         progress: bool = True,
         tf32: bool = True,
         compile_spaces: bool = False,
+        num_threads: Optional[int] = None,
     ):
         if not terms:
             raise MatchzooError("train.terms is empty; give at least one @term() (a feature space, an objective and a weight)")
@@ -60,3 +61,6 @@ class TrainSettings:
         self.experiment, self.run_name, self.run_dir = experiment, run_name, run_dir
         self.feature_batch_size, self.progress = int(feature_batch_size), bool(progress)
         self.tf32, self.compile_spaces = bool(tf32), bool(compile_spaces)
+        if num_threads is not None and int(num_threads) < 1:
+            raise MatchzooError(f"train.num_threads must be a positive integer or None, got {num_threads}")
+        self.num_threads = None if num_threads is None else int(num_threads)

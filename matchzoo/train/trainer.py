@@ -63,6 +63,10 @@ class Trainer:
     def _configure_gpu_path(self) -> None:
         """TF32 matmuls on CUDA (statistics stay float64, so metrics are unaffected) and optional
         ``torch.compile`` of each training space's encoder. Nothing changes on CPU unless asked."""
+        if self.settings.num_threads is not None:
+            # small CPU models (the offline configs) run fastest single-threaded: thread barriers cost
+            # more than 64x64 kernels gain, and far more when other processes share the cores
+            torch.set_num_threads(self.settings.num_threads)
         if self.device.type == "cuda" and self.settings.tf32:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
