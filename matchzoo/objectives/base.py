@@ -12,7 +12,12 @@ Hooks the trainer uses (all optional):
   -- adversarial objectives (SAN) own trainable parameters; the trainer owns their optimiser and runs
   ``critic_steps`` critic updates per generator step.
 * state that must survive a restart (population, potentials, critic) lives in buffers/parameters so it
-  is part of ``state_dict()`` and therefore of the checkpoint.
+  is part of ``state_dict()`` and therefore of the checkpoint. Buffers whose shape is only known once
+  features arrive (it depends on ``D``, the batch size, ...) are registered empty and listed in
+  ``lazy_buffers``; loading a checkpoint resizes them to the saved shape first.
+* ``is_divergence`` -- ``True`` when ``loss`` itself estimates a discrepancy (about 0 for identical
+  inputs, growing with a shift); ``False`` for surrogate losses whose *gradient* carries the matching
+  signal (transport targets, adversarial generator losses). The property tests use it.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 
 @dataclass
@@ -30,11 +36,35 @@ class LossOutput:
     logs: dict[str, float] = field(default_factory=dict)
 
 
-class Objective(nn.Module):
+class LazyStateModule(nn.Module):
+    """A module whose buffers named in ``lazy_buffers`` take their shape from the first batch.
+
+    They start empty; :meth:`load_state_dict` resizes them to the checkpoint's shape before copying,
+    so a fresh objective can resume from a checkpoint written after its state was sized. Uninitialised
+    (lazy) parameters of the module itself are materialised the same way.
+    """
+
+    lazy_buffers: tuple[str, ...] = ()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+        for name in self.lazy_buffers:
+            saved = state_dict.get(prefix + name)
+            current = self._buffers.get(name)
+            if saved is not None and current is not None and saved.shape != current.shape:
+                self._buffers[name] = torch.empty(saved.shape, dtype=saved.dtype, device=current.device)
+        for name, param in self._parameters.items():  # UninitializedParameter sized on first use
+            saved = state_dict.get(prefix + name)
+            if saved is not None and param is not None and is_lazy(param):
+                param.materialize(saved.shape, dtype=saved.dtype)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class Objective(LazyStateModule):
     """Base class: subclasses implement ``forward(fake, real) -> LossOutput``."""
 
     has_critic: bool = False
     critic_steps: int = 0
+    is_divergence: bool = True
 
     def prepare_reference(self, features: torch.Tensor) -> None:
         """Receive all real training features of the space once per run (default: unused)."""

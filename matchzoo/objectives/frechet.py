@@ -1,12 +1,35 @@
-r"""``fd``: Fréchet distance between the batch of generated features and the reference, differentiable.
+r"""``fd``: FD-loss -- the Fréchet distance of a large generated *population* to the real statistics.
 
-.. math:: \mathrm{FD} = \|\mu_f-\mu_r\|^2 + \operatorname{Tr}\Sigma_f + \operatorname{Tr}\Sigma_r
-          - 2\operatorname{Tr}(\Sigma_r^{1/2}\Sigma_f\Sigma_r^{1/2})^{1/2}
+.. math:: \mathrm{FD} = \|\mu-\mu_r\|^2 + \operatorname{Tr}\Sigma + \operatorname{Tr}\Sigma_r
+          - 2\operatorname{Tr}(\Sigma_r^{1/2}\Sigma\Sigma_r^{1/2})^{1/2}
 
-Statistics in float64, covariances unbiased. The reference statistics come from
-:meth:`prepare_reference` (the trainer passes all real training features once) or, when the objective
-is called standalone, from ``real``. The trace term uses :mod:`matchzoo.linalg` (cached
-:math:`\Sigma_r^{1/2}`, dual ``n x n`` form when the batch is smaller than the dimension).
+Reference side: float64 mean/covariance (unbiased) of *all* real training features, given once by
+:meth:`prepare_reference`, with :math:`\Sigma_r^{1/2}` computed once. Standalone, ``objective(fake, real)``
+treats ``real`` as the reference sample. Generated side (``population=``):
+
+* ``queue`` -- FIFO of the last ``population_size`` detached features; the live batch replaces the oldest;
+* ``ema``   -- moving first/second moments with rate ``beta`` (see :mod:`matchzoo.objectives.population`);
+* ``batch`` -- the batch alone (unbiased covariance), the plain differentiable FD.
+
+Gradient (exact, float64). With :math:`T = \Sigma_r^{1/2}(\Sigma_r^{1/2}\Sigma\Sigma_r^{1/2})^{-1/2}\Sigma_r^{1/2}`
+the Gaussian OT map's linear part, :math:`\partial\mathrm{FD}/\partial\Sigma = I - T` and
+:math:`\partial\mathrm{FD}/\partial\mu = 2(\mu-\mu_r)`. For ``queue``/``ema`` the population covariance is
+:math:`M_2-\mu\mu^\top`, so for a live sample :math:`f_i` with weight :math:`w = \partial\mu/\partial f_i`
+(``1/n`` for a queue of ``n`` samples, ``w_t/B`` with ``w_t = max(1-beta, 1/t)`` for the ema)
+
+.. math:: \nabla_{f_i}\mathrm{FD} = 2w\,\big[f_i - (\mu_r + T(f_i-\mu))\big],
+
+i.e. ``c = 2w`` times the displacement from the OT target of ``f_i``. (``batch`` uses the unbiased
+covariance: :math:`\tfrac{2}{B-1}(I-T)(f_i-\mu) + \tfrac2B(\mu-\mu_r)`.)
+
+The trace uses the eigenvalues of the symmetric PSD :math:`\Sigma_r^{1/2}\Sigma\Sigma_r^{1/2}` (``n x n``
+dual form when the population has fewer samples than dimensions) with the finite pseudo-inverse backward
+of :func:`matchzoo.linalg.trace_sqrt_psd`: no NaN when ``n < D`` or eigenvalues repeat.
+
+Several representations: ``normalize=True`` returns :math:`\mathrm{FD}/(sg(\mathrm{FD})+c)` (``c =
+normalize_eps``), so every space contributes a unit-scale term whatever its feature scale.
+The population advances on each forward in training mode with grad enabled (``.eval()`` or
+``torch.no_grad()`` evaluate without advancing).
 """
 from __future__ import annotations
 
@@ -15,12 +38,28 @@ from typing import Optional
 import torch
 
 from matchzoo import linalg
+from matchzoo.errors import MatchzooError
 from matchzoo.objectives.base import LossOutput, Objective
+from matchzoo.objectives.population import EmaPopulation, PopulationMoments, QueuePopulation
 from matchzoo.registry import register_objective
+
+POPULATION_MODES = ("queue", "ema", "batch")
+
+
+def frechet_from_moments(moments: PopulationMoments, mu_ref: torch.Tensor, cov_ref: torch.Tensor,
+                         sqrt_cov_ref: torch.Tensor) -> torch.Tensor:
+    """Differentiable float64 FD between population moments and the reference N(mu_ref, cov_ref)."""
+    if moments.centered is not None and moments.centered.shape[0] < moments.centered.shape[1]:
+        # dual form: eig(Xc R Xc^T / n) are the nonzero eig(R^1/2 Sigma R^1/2) for Sigma = Xc^T Xc / n
+        centered = moments.centered  # (n, D)
+        trace_term = linalg.trace_sqrt_psd(centered @ cov_ref @ centered.T / centered.shape[0])
+    else:
+        trace_term = linalg.trace_sqrt_product(moments.cov, sqrt_cov_ref)
+    return (moments.mean - mu_ref).square().sum() + moments.cov.trace() + cov_ref.trace() - 2.0 * trace_term
 
 
 def frechet_loss(fake: torch.Tensor, mu_ref: torch.Tensor, cov_ref: torch.Tensor, sqrt_cov_ref: torch.Tensor) -> torch.Tensor:
-    """Differentiable FD of ``fake`` ``(B, D)`` to N(mu_ref, cov_ref); float64 scalar."""
+    """Differentiable FD of the batch ``fake`` ``(B, D)`` (unbiased covariance) to N(mu_ref, cov_ref)."""
     mu, cov = linalg.mean_cov(fake)
     if fake.shape[0] < fake.shape[1]:
         trace_term = linalg.trace_sqrt_product_dual(fake.to(torch.float64) - mu, cov_ref)
@@ -29,24 +68,59 @@ def frechet_loss(fake: torch.Tensor, mu_ref: torch.Tensor, cov_ref: torch.Tensor
     return (mu - mu_ref).square().sum() + cov.trace() + cov_ref.trace() - 2.0 * trace_term
 
 
+def reference_statistics(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """float64 mean ``(D,)``, unbiased covariance ``(D, D)`` and its PSD square root of real features."""
+    mu, cov = linalg.mean_cov(features.detach())
+    return mu, cov, linalg.psd_sqrt(cov)
+
+
 @register_objective("fd")
 class FrechetDistance(Objective):
-    """Batch Fréchet distance to the reference statistics (see module docstring)."""
+    """FD-loss: Fréchet distance of a queue/EMA generated population to the full real statistics."""
 
-    def __init__(self) -> None:
+    def __init__(self, population: str = "queue", population_size: int = 50_000, beta: float = 0.999,
+                 normalize: bool = False, normalize_eps: float = 0.01):
         super().__init__()
+        if population not in POPULATION_MODES:
+            raise MatchzooError(f"fd population must be one of {', '.join(POPULATION_MODES)}; got {population!r}")
+        self.population_mode = population
+        self.normalize, self.normalize_eps = bool(normalize), float(normalize_eps)
+        self.population: Optional[torch.nn.Module] = None
+        if population == "queue":
+            self.population = QueuePopulation(population_size)
+        elif population == "ema":
+            self.population = EmaPopulation(beta)
         self._reference: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
 
     def prepare_reference(self, features: torch.Tensor) -> None:
-        mu, cov = linalg.mean_cov(features.detach())
-        self._reference = (mu, cov, linalg.psd_sqrt(cov))
+        self._reference = reference_statistics(features)
+
+    def reference(self, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Cached full-dataset statistics, or those of ``real`` when none were prepared."""
+        if self._reference is None:
+            return reference_statistics(real)
+        if self._reference[0].device != real.device:
+            self._reference = tuple(t.to(real.device) for t in self._reference)  # type: ignore[assignment]
+        return self._reference
+
+    def population_moments(self, fake: torch.Tensor) -> PopulationMoments:
+        """Moments of the generated population including the live batch (differentiable w.r.t. ``fake``)."""
+        assert self.population is not None
+        return self.population.moments(fake, need_samples=self.population_mode == "queue")
 
     def forward(self, fake: torch.Tensor, real: torch.Tensor) -> LossOutput:
         self.check_features(fake, real)
-        if self._reference is not None:
-            mu_ref, cov_ref, sqrt_ref = (t.to(fake.device) for t in self._reference)
+        mu_ref, cov_ref, sqrt_ref = self.reference(real)
+        if self.population is None:
+            value = frechet_loss(fake, mu_ref, cov_ref, sqrt_ref)
+            size = fake.shape[0]
         else:
-            mu_ref, cov_ref = linalg.mean_cov(real.detach())
-            sqrt_ref = linalg.psd_sqrt(cov_ref)
-        value = frechet_loss(fake, mu_ref, cov_ref, sqrt_ref)
-        return LossOutput(value.to(fake.dtype), {"fd": float(value.detach())})
+            moments = self.population_moments(fake)
+            value = frechet_from_moments(moments, mu_ref, cov_ref, sqrt_ref)
+            size = moments.size
+            if self.training and torch.is_grad_enabled():
+                self.population.advance(fake)
+        logs = {"fd": float(value.detach()), "population": float(size)}
+        if self.normalize:
+            value = value / (value.detach() + self.normalize_eps)
+        return LossOutput(value.to(fake.dtype), logs)
