@@ -1,0 +1,27 @@
+"""``python -m matchzoo compare``: objective x train-space table, stability-vs-FDr^k plot, FDr^k curves."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "compare runs: table (Markdown + CSV), stability-vs-FDr^k scatter and FDr^k curves, logged to MLflow"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--experiment", help="only runs of this MLflow experiment")
+    parser.add_argument("--sweep", help="only runs of this sweep (tag 'sweep')")
+    parser.add_argument("--out", type=Path, help="output folder (default runs/compare/<sweep or experiment>)")
+    parser.add_argument("--no_log", action="store_true", help="do not log the outputs as a summary MLflow run")
+
+
+def run(args: argparse.Namespace) -> int:
+    from matchzoo.compare import compare
+    from matchzoo.train.tracking import client
+
+    report = compare(client(), args.experiment, args.sweep, args.out, log_summary=not args.no_log)
+    print(report.markdown)
+    for kind, path in report.files.items():
+        print(f"{kind:>8}: {path}")
+    if report.summary_run_id:
+        print(f"logged as artifacts of summary run {report.summary_run_id}")
+    return 0

@@ -1,0 +1,68 @@
+"""Probe inputs: candidate images (npz or generator checkpoint) and their features in every evaluation space."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from matchzoo.errors import MatchzooError
+from matchzoo.probes.resample import SpaceFeatures
+
+
+def load_candidates(path: str, count: Optional[int] = None, seed: int = 0) -> torch.Tensor:
+    """Candidate images ``(N, C, H, W)`` in [-1, 1]: an ``.npz`` of images, or ``count`` samples of a checkpoint's generator."""
+    source = Path(path)
+    if source.suffix == ".npz":
+        from matchzoo.data import load_npz_images
+
+        images = load_npz_images(path)
+        if count is not None and count < images.shape[0]:
+            images = images[torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed))[:count]]
+        return images
+    if not source.exists():
+        raise MatchzooError(f"candidates not found: {path}; pass an .npz of images or a run's checkpoint (file or run folder)")
+    from matchzoo.train.checkpoint import load_generator
+
+    generator = load_generator(source)
+    rng = torch.Generator().manual_seed(seed)
+    total = count or 5000
+    with torch.no_grad():
+        chunks = [generator.sample(min(1000, total - start), generator=rng).cpu() for start in range(0, total, 1000)]
+    return torch.cat(chunks).clamp(-1.0, 1.0)
+
+
+def images_features(space, images: torch.Tensor) -> torch.Tensor:
+    from matchzoo.data.features import extract_features
+
+    return extract_features(space, _Images(images), progress=False)
+
+
+class _Images(torch.utils.data.Dataset):
+    def __init__(self, images: torch.Tensor):
+        self.images = images
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.images[index]
+
+
+def evaluation_features(space_names: Sequence[str], dataset, candidates: torch.Tensor) -> tuple[dict, dict[str, SpaceFeatures]]:
+    """``({name: space}, {name: SpaceFeatures})``: candidates, train (reference) and held-out features per space."""
+    from matchzoo import make_feature_space
+    from matchzoo.data.cache import reference_features
+
+    if candidates.ndim != 4 or candidates.shape[1] != dataset.channels:
+        raise MatchzooError(f"candidates have shape {tuple(candidates.shape)}; dataset {dataset.name!r} has {dataset.channels}-channel images")
+    spaces, features = {}, {}
+    for name in space_names:
+        space = make_feature_space(name)
+        spaces[name] = space
+        features[name] = SpaceFeatures(
+            candidates=images_features(space, candidates),
+            reference=reference_features(space, dataset, "train", progress=False),
+            heldout=reference_features(space, dataset, "heldout", progress=False),
+        )
+    return spaces, features

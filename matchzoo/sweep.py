@@ -1,0 +1,363 @@
+"""Sweeps: the cartesian product of experiment files and gin grid axes, one MLflow run per cell.
+
+A sweep is a :class:`SweepSpec`: experiment files (one axis: every cell uses one of them), fixed bindings
+shared by all cells, and grid axes ``binding -> [gin value, ...]``. Grid values are gin *text*
+(``@fd()``, ``@a/sinkhorn()``, ``0.1``, ``'x'``), parsed with gin's own parser so the command line and
+sweep files accept exactly gin syntax::
+
+    python -m matchzoo sweep --gin gin/quickstart.gin \\
+        --grid 'term.objective=[@fd(), @sinkhorn()]' --grid 'term.space=[@pixels(), @random_conv()]'
+
+or a sweep file (``gin/sweeps/*.gin``) holding only ``sweep.*`` bindings::
+
+    sweep.name = 'offline_zoo'
+    sweep.experiments = ['../quickstart.gin']          # relative to the sweep file, or to gin/
+    sweep.gin_params = ['train.steps = 300']
+    sweep.grid = {'term.objective': [@fd(), @sinkhorn()], 'term.space': [@pixels(), @random_conv()]}
+
+Each cell is identified by a **cell id**: a hash of the experiment file (name *and* content) and of the
+cell's bindings. Runs carry the tags ``sweep`` (the sweep name), ``sweep_cell`` (cell id) and
+``sweep_cell_label`` (readable bindings); the trainer adds ``objective`` and ``train_space``, which the
+sweep copies into params (the UI's parallel-coordinates view plots params, not tags) and into the run
+name ``<sweep>: <objective>@<train_space>``. Running a
+sweep again skips cells that already have a FINISHED run, so an interrupted sweep resumes; a cell that
+raises is recorded as a FAILED run with tag ``sweep_error`` and the sweep goes on.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+import sys
+import time
+import tokenize
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from gin import config_parser
+
+from matchzoo.errors import MatchzooError
+
+SWEEP_TAG, CELL_TAG, LABEL_TAG, ERROR_TAG = "sweep", "sweep_cell", "sweep_cell_label", "sweep_error"
+SPEC_KEYS = ("name", "experiments", "gin_params", "grid", "experiment")
+
+
+# ----------------------------------------------------------------------------- gin text <-> values
+
+
+@dataclass(frozen=True)
+class GinReference:
+    """``@name()`` (evaluate=True) or ``@name`` as written in gin; kept as text for bindings."""
+
+    name: str
+    evaluate: bool
+
+    def __str__(self) -> str:
+        return f"@{self.name}{'()' if self.evaluate else ''}"
+
+
+@dataclass(frozen=True)
+class GinMacro:
+    name: str
+
+    def __str__(self) -> str:
+        return f"%{self.name}"
+
+
+class _TextDelegate(config_parser.ParserDelegate):
+    """Parses references and macros into placeholders instead of resolving them (no global gin state)."""
+
+    def configurable_reference(self, scoped_configurable_name, evaluate):
+        return GinReference(scoped_configurable_name, evaluate)
+
+    def macro(self, macro_name):
+        return GinMacro(macro_name)
+
+
+def gin_text(value: Any) -> str:
+    """Gin source text for a parsed value (inverse of the parser for the literals gin accepts)."""
+    if isinstance(value, (GinReference, GinMacro)):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(gin_text(v) for v in value) + "]"
+    if isinstance(value, tuple):
+        inner = ", ".join(gin_text(v) for v in value)
+        return f"({inner},)" if len(value) == 1 else f"({inner})"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{gin_text(k)}: {gin_text(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def parse_statements(text: str, source: str) -> list[config_parser.BindingStatement]:
+    """Binding statements of gin ``text``; syntax errors become one line naming ``source``."""
+    try:
+        statements = list(config_parser.ConfigParser(text, _TextDelegate()))
+    except SyntaxError as error:
+        raise MatchzooError(f"{source}: gin syntax error: {error.msg} (line {error.lineno}: {str(error.text).strip()!r})") from None
+    except tokenize.TokenError as error:  # unbalanced brackets reach the tokenizer first
+        raise MatchzooError(f"{source}: gin syntax error: {error.args[0]}") from None
+    for statement in statements:
+        if not isinstance(statement, config_parser.BindingStatement):
+            raise MatchzooError(f"{source}: only bindings are allowed here, got {type(statement).__name__}")
+    return statements
+
+
+def binding_key(statement: config_parser.BindingStatement) -> str:
+    scope = f"{statement.scope}/" if statement.scope else ""
+    return f"{scope}{statement.selector}.{statement.arg_name}"
+
+
+def parse_grid_arg(arg: str) -> tuple[str, list[str]]:
+    """``'term.objective=[@fd(), @sinkhorn()]'`` -> ``('term.objective', ['@fd()', '@sinkhorn()'])``."""
+    statements = parse_statements(arg, f"--grid {arg!r}")
+    if len(statements) != 1 or not isinstance(statements[0].value, list) or not statements[0].value:
+        raise MatchzooError(f"--grid {arg!r}: expected one binding to a non-empty list, e.g. 'term.objective=[@fd(), @sinkhorn()]'")
+    return binding_key(statements[0]), [gin_text(v) for v in statements[0].value]
+
+
+# ----------------------------------------------------------------------------- spec and cells
+
+
+@dataclass
+class SweepSpec:
+    experiments: list[str]
+    grid: dict[str, list[str]] = field(default_factory=dict)
+    gin_params: list[str] = field(default_factory=list)
+    name: Optional[str] = None
+    experiment: Optional[str] = None  # MLflow experiment override (binds train.experiment)
+
+
+@dataclass(frozen=True)
+class Cell:
+    experiment_file: str
+    bindings: tuple[tuple[str, str], ...]  # grid axis -> gin value, in axis order
+    gin_params: tuple[str, ...]  # all bindings passed to run_experiment (fixed ones first)
+    cell_id: str
+
+    @property
+    def label(self) -> str:
+        parts = [Path(self.experiment_file).stem] + [f"{key}={value}" for key, value in self.bindings]
+        return " ".join(parts)
+
+    def tag_values(self) -> dict[str, str]:
+        """``objective``/``train_space`` guesses from the bindings, for runs that failed before the trainer tagged them."""
+        tags = {}
+        for key, value in self.bindings:
+            match = re.fullmatch(r"@(?:[\w./]*/)?(\w+)(?:\(\))?", value)
+            short = match.group(1) if match else value
+            if key.endswith("term.objective"):
+                tags["objective"] = short
+            elif key.endswith("term.space"):
+                tags["train_space"] = short
+        return tags
+
+
+def is_sweep_file(path: Path) -> bool:
+    statements = parse_statements(path.read_text(), str(path))
+    return any(s.selector == "sweep" for s in statements)
+
+
+def load_sweep_file(path: Path) -> SweepSpec:
+    """A :class:`SweepSpec` from a file of ``sweep.*`` bindings (see module docstring)."""
+    values: dict[str, Any] = {}
+    for statement in parse_statements(path.read_text(), str(path)):
+        if statement.selector != "sweep" or statement.scope or statement.arg_name not in SPEC_KEYS:
+            raise MatchzooError(
+                f"{path}: unexpected binding {binding_key(statement)!r}; a sweep file holds only "
+                f"{', '.join('sweep.' + k for k in SPEC_KEYS)}"
+            )
+        values[statement.arg_name] = statement.value
+    if not values.get("experiments"):
+        raise MatchzooError(f"{path}: set sweep.experiments = ['experiment.gin', ...]")
+    grid = values.get("grid", {})
+    if not isinstance(grid, dict) or any(not isinstance(v, list) or not v for v in grid.values()):
+        raise MatchzooError(f"{path}: sweep.grid must map 'binding' -> [non-empty list of gin values]")
+    experiments = [str(_resolve_relative(str(e), path.parent)) for e in values["experiments"]]
+    return SweepSpec(
+        experiments=experiments,
+        grid={str(k): [gin_text(v) for v in vs] for k, vs in grid.items()},
+        gin_params=[str(p) for p in values.get("gin_params", [])],
+        name=values.get("name"),
+        experiment=values.get("experiment"),
+    )
+
+
+def _resolve_relative(name: str, base: Path) -> Path:
+    candidate = base / name
+    if candidate.is_file():
+        return candidate.resolve()
+    from matchzoo.config import resolve_config_file
+
+    return resolve_config_file(name)
+
+
+def build_spec(gin_files: Sequence[str], grid_args: Sequence[str], gin_params: Sequence[str],
+               name: Optional[str], experiment: Optional[str]) -> SweepSpec:
+    """Command-line arguments -> spec. A ``--gin`` file with ``sweep.*`` bindings is a sweep file."""
+    from matchzoo.config import resolve_config_file
+
+    spec = SweepSpec(experiments=[])
+    for file in gin_files:
+        path = resolve_config_file(file)
+        if is_sweep_file(path):
+            loaded = load_sweep_file(path)
+            spec.experiments += loaded.experiments
+            spec.grid.update(loaded.grid)
+            spec.gin_params += loaded.gin_params
+            spec.name = spec.name or loaded.name
+            spec.experiment = spec.experiment or loaded.experiment
+        else:
+            spec.experiments.append(str(path))
+    if not spec.experiments:
+        raise MatchzooError("give at least one experiment: --gin FILE (an experiment or a sweep file)")
+    for arg in grid_args:
+        key, values = parse_grid_arg(arg)
+        spec.grid[key] = values
+    spec.gin_params += list(gin_params)
+    spec.name = name or spec.name
+    spec.experiment = experiment or spec.experiment
+    return spec
+
+
+def expand(spec: SweepSpec) -> list[Cell]:
+    """Every cell of the sweep: experiments x grid axes (in the order the axes were given)."""
+    fixed = list(spec.gin_params)
+    if spec.experiment:
+        fixed.append(f"train.experiment = {spec.experiment!r}")
+    axes = list(spec.grid.items())
+    cells = []
+    for experiment_file in spec.experiments:
+        content = Path(experiment_file).read_bytes() if Path(experiment_file).is_file() else b""
+        for combo in itertools.product(*[values for _, values in axes]):
+            bindings = tuple((key, value) for (key, _), value in zip(axes, combo))
+            params = tuple(fixed + [f"{key} = {value}" for key, value in bindings])
+            # the file's name and content, not its absolute path: a moved checkout keeps its cell ids
+            payload = json.dumps({"file": Path(experiment_file).name, "content": hashlib.sha256(content).hexdigest(),
+                                  "params": params}, sort_keys=True)
+            cells.append(Cell(str(experiment_file), bindings, params, hashlib.sha256(payload.encode()).hexdigest()[:12]))
+    return cells
+
+
+def sweep_name(spec: SweepSpec, cells: Sequence[Cell]) -> str:
+    """The spec's name, else a stable hash of its cells (the same command always resumes the same sweep)."""
+    if spec.name:
+        if not re.fullmatch(r"[\w.\-]+", str(spec.name)):
+            raise MatchzooError(f"sweep name {spec.name!r}: use letters, digits, '_', '-' and '.' only")
+        return str(spec.name)
+    return "sweep-" + hashlib.sha256(",".join(c.cell_id for c in cells).encode()).hexdigest()[:8]
+
+
+# ----------------------------------------------------------------------------- running
+
+
+Runner = Callable[[list[str], list[str], dict], str]
+
+
+def finished_cells(client, name: str) -> dict[str, str]:
+    """cell id -> run id of every FINISHED run of sweep ``name`` in any experiment."""
+    done: dict[str, str] = {}
+    for run in _sweep_runs(client, name):
+        if run.info.status == "FINISHED" and CELL_TAG in run.data.tags:
+            done.setdefault(run.data.tags[CELL_TAG], run.info.run_id)
+    return done
+
+
+def _sweep_runs(client, name: str, cell_id: Optional[str] = None) -> list:
+    experiment_ids = [e.experiment_id for e in client.search_experiments()]
+    if not experiment_ids:
+        return []
+    query = f"tags.{SWEEP_TAG} = '{name}'" + (f" and tags.{CELL_TAG} = '{cell_id}'" if cell_id else "")
+    runs, token = [], None
+    while True:
+        page = client.search_runs(experiment_ids, query, max_results=1000, page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+@dataclass
+class SweepResult:
+    name: str
+    finished: list[str] = field(default_factory=list)  # run ids run now
+    skipped: list[str] = field(default_factory=list)  # run ids found finished
+    failed: list[str] = field(default_factory=list)  # cell labels
+
+
+def run_sweep(spec: SweepSpec, runner: Optional[Runner] = None, client=None, log: Callable[[str], None] = print) -> SweepResult:
+    """Run every cell not yet FINISHED, sequentially; failures are recorded and do not stop the sweep."""
+    from matchzoo.train.tracking import client as make_client
+
+    client = client or make_client()
+    runner = runner or _default_runner
+    cells = expand(spec)
+    name = sweep_name(spec, cells)
+    done = finished_cells(client, name)
+    result = SweepResult(name)
+    log(f"sweep {name!r}: {len(cells)} cells, {sum(c.cell_id in done for c in cells)} already finished")
+    for index, cell in enumerate(cells, 1):
+        prefix = f"[{index}/{len(cells)}] {cell.label}"
+        if cell.cell_id in done:
+            result.skipped.append(done[cell.cell_id])
+            log(f"{prefix}: finished earlier (run {done[cell.cell_id]}), skipped")
+            continue
+        tags = {SWEEP_TAG: name, CELL_TAG: cell.cell_id, LABEL_TAG: cell.label[:5000]}
+        started = int(time.time() * 1000)
+        log(f"{prefix}: running")
+        try:
+            run_id = runner([cell.experiment_file], list(cell.gin_params), tags)
+        except KeyboardInterrupt:
+            raise
+        except Exception as error:  # a failed cell must not stop the sweep; the error goes to the run's tags
+            message = f"{type(error).__name__}: {error}".replace("\n", " ")
+            run_id = record_failure(client, cell, tags, message, started, spec.experiment or name)
+            result.failed.append(cell.label)
+            log(f"{prefix}: FAILED ({message[:300]}); recorded as run {run_id}")
+            if not isinstance(error, MatchzooError):
+                traceback.print_exc(file=sys.stderr)
+            continue
+        annotate_for_ui(client, run_id, cell, name)
+        result.finished.append(run_id)
+        log(f"{prefix}: finished (run {run_id})")
+    log(f"sweep {name!r}: {len(result.finished)} run, {len(result.skipped)} skipped, {len(result.failed)} failed")
+    return result
+
+
+def annotate_for_ui(client, run_id: str, cell: Cell, name: str) -> None:
+    """Name the run ``<sweep>: <objective>@<train_space> [other bindings]`` and copy ``objective`` and
+    ``train_space`` into params, so the MLflow UI's compare and parallel-coordinates views (which plot
+    params and metrics, not tags) show them without configuration. Existing params are left alone."""
+    run = client.get_run(run_id)
+    tags, params = run.data.tags, run.data.params
+    objective, space = tags.get("objective", "?"), tags.get("train_space", "?")
+    others = [f"{k.split('.')[-1]}={v}" for k, v in cell.bindings if not k.endswith(("term.objective", "term.space"))]
+    client.set_tag(run_id, "mlflow.runName", " ".join([f"{name}: {objective}@{space}", *others])[:250])
+    for key, value in (("objective", objective), ("train_space", space)):
+        if key not in params:
+            client.log_param(run_id, key, value)
+
+
+def record_failure(client, cell: Cell, tags: dict, message: str, started_ms: int, experiment_name: str) -> str:
+    """Mark the cell's run FAILED with ``sweep_error``; create that run when the cell died before making one."""
+    attempts = [r for r in _sweep_runs(client, tags[SWEEP_TAG], cell.cell_id) if r.info.start_time >= started_ms]
+    if attempts:
+        run_id = attempts[0].info.run_id
+        if attempts[0].info.status in ("RUNNING", "SCHEDULED"):
+            client.set_terminated(run_id, status="FAILED")
+    else:
+        found = client.get_experiment_by_name(experiment_name)
+        experiment_id = found.experiment_id if found else client.create_experiment(experiment_name)
+        run_id = client.create_run(experiment_id, run_name=f"failed {cell.label}"[:250],
+                                   tags={**cell.tag_values(), **tags}).info.run_id
+        client.set_terminated(run_id, status="FAILED")
+    client.set_tag(run_id, ERROR_TAG, message[:5000])
+    return run_id
+
+
+def _default_runner(gin_files: list[str], gin_params: list[str], tags: dict) -> str:
+    from matchzoo.run import run_experiment
+
+    return run_experiment(gin_files, gin_params, tags)

@@ -1,0 +1,134 @@
+"""compare on a small synthetic MLflow store: final/mean metrics, statuses, table, CSV, plots, summary run."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from matchzoo import compare as cmp
+from matchzoo.errors import MatchzooError
+
+SPACES = ("pixels", "random_conv")
+
+
+def history(start: float, rate: float, steps=(0, 100, 200)) -> list[tuple[int, float]]:
+    return [(s, start * rate ** i) for i, s in enumerate(steps)]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """Four finished runs (2 objectives x 2 spaces), one RUNNING, one FAILED, one from another sweep."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    root = tmp_path_factory.mktemp("store")
+    client = MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
+    experiment_id = client.create_experiment("zoo", artifact_location=(root / "artifacts").as_uri())
+    expected = {}
+
+    def make(objective, space, status, fdrk=None, stab=None, sweep="s1"):
+        run = client.create_run(experiment_id, run_name=f"{objective}-{space}",
+                                tags={"objective": objective, "train_space": space, "sweep": sweep})
+        metrics = []
+        for key, values in ((cmp.FDRK, fdrk), (cmp.STABILITY + space, stab)):
+            for step, value in values or []:
+                metrics.append(Metric(key, value, 0, step))
+        if fdrk:
+            for other in SPACES:  # FD in every eval space, final only
+                metrics.append(Metric(cmp.FD + other, 10.0 * fdrk[-1][1] + len(other), 0, fdrk[-1][0]))
+            # stability in the other space too: must not be used as the run's stability
+            other_space = [s for s in SPACES if s != space][0]
+            metrics.append(Metric(cmp.STABILITY + other_space, -0.5, 0, fdrk[-1][0]))
+        if metrics:
+            client.log_batch(run.info.run_id, metrics=metrics)
+        if status != "RUNNING":
+            client.set_terminated(run.info.run_id, status)
+        expected[(objective, space, sweep)] = (run.info.run_id, fdrk, stab)
+
+    rates = {("fd", "pixels"): 0.5, ("fd", "random_conv"): 0.6, ("sinkhorn", "pixels"): 0.7, ("sinkhorn", "random_conv"): 0.8}
+    for (objective, space), rate in rates.items():
+        make(objective, space, "FINISHED", history(8.0, rate), history(0.9, rate ** 0.1))
+    make("mmd", "pixels", "RUNNING", history(8.0, 0.9, steps=(0, 100)), None)
+    make("bures", "random_conv", "FAILED")
+    make("fd", "pixels", "FINISHED", history(1.0, 1.0), history(0.1, 1.0), sweep="other")
+    return client, expected
+
+
+def test_collect_reads_final_and_mean_over_training(store):
+    client, expected = store
+    runs = cmp.collect_runs(client, sweep="s1")
+    assert len(runs) == 6
+    by_key = {(r.objective, r.train_space): r for r in runs}
+    for (objective, space, sweep), (run_id, fdrk, stab) in expected.items():
+        if sweep != "s1":
+            continue
+        run = by_key[(objective, space)]
+        assert run.run_id == run_id
+        if fdrk:
+            assert run.final[cmp.FDRK] == pytest.approx(fdrk[-1][1])
+            assert run.mean[cmp.FDRK] == pytest.approx(sum(v for _, v in fdrk) / len(fdrk))
+            assert run.fdrk_history == [(s, pytest.approx(v)) for s, v in fdrk]
+            assert run.last_step == fdrk[-1][0]
+        if stab:
+            assert run.stability("final") == pytest.approx(stab[-1][1])  # the train space, not the other one
+            assert run.stability("mean") == pytest.approx(sum(v for _, v in stab) / len(stab))
+    assert by_key[("mmd", "pixels")].status == "RUNNING" and by_key[("mmd", "pixels")].stability() is None
+    assert by_key[("bures", "random_conv")].status == "FAILED" and not by_key[("bures", "random_conv")].final
+
+
+def test_filters_and_errors(store):
+    client, _ = store
+    assert len(cmp.collect_runs(client, experiment="zoo")) == 7
+    assert len(cmp.collect_runs(client, experiment="zoo", sweep="other")) == 1
+    with pytest.raises(MatchzooError, match="no MLflow experiment named 'nope'; known: .*zoo"):
+        cmp.collect_runs(client, experiment="nope")
+    with pytest.raises(MatchzooError, match="no runs found for sweep 'missing'"):
+        cmp.collect_runs(client, sweep="missing")
+
+
+def test_table_csv_plots_and_summary_run(store, tmp_path):
+    client, expected = store
+    report = cmp.compare(client, sweep="s1", out_dir=tmp_path / "out")
+    pivot, every_run = report.markdown.split("Every run:")
+    _, fdrk, stab = expected[("fd", "pixels", "s1")]
+    assert f"| fd | {fdrk[-1][1]:.4g} ({stab[-1][1]:.4g}) |" in pivot  # pixels column, then random_conv
+    assert "mmd" not in pivot and "bures" not in pivot  # RUNNING / FAILED runs stay out of the pivot
+    lines = every_run.strip().splitlines()
+    assert len(lines) == 2 + 6
+    assert "FDr^k (mean)" in lines[0] and "stability (mean)" in lines[0] and "FD pixels" in lines[0]
+    assert any("| mmd | pixels | RUNNING |" in line for line in lines)
+    assert any("| bures | random_conv | FAILED |" in line and "–" in line for line in lines)
+
+    with open(report.files["csv"]) as handle:
+        rows = {(r["objective"], r["train_space"]): r for r in csv.DictReader(handle)}
+    _, fdrk, stab = expected[("fd", "pixels", "s1")]
+    assert float(rows[("fd", "pixels")]["fdr_k"]) == pytest.approx(fdrk[-1][1])
+    assert float(rows[("fd", "pixels")]["stability/pixels"]) == pytest.approx(stab[-1][1])
+    assert float(rows[("fd", "pixels")]["stability/random_conv"]) == pytest.approx(-0.5)
+    assert rows[("bures", "random_conv")]["fdr_k"] == ""
+
+    for kind in ("scatter", "curves"):
+        data = report.files[kind].read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    assert cmp.plot_stability_vs_fdrk(report.runs, tmp_path / "a.png", "t") == 4  # RUNNING has no stability
+    assert cmp.plot_fdrk_over_steps(report.runs, tmp_path / "b.png", "t") == 5  # RUNNING has a curve
+
+    summary = client.get_run(report.summary_run_id)
+    assert summary.info.status == "FINISHED" and summary.data.tags[cmp.ROLE_TAG] == cmp.SUMMARY_ROLE
+    artifacts = {a.path for a in client.list_artifacts(report.summary_run_id, "comparison")}
+    assert artifacts == {f"comparison/{p.name}" for p in report.files.values()}
+    # the summary run is never compared with the runs it summarises
+    assert len(cmp.collect_runs(client, experiment="zoo")) == 7
+
+
+def test_cli_prints_table_and_paths(store, tmp_path, monkeypatch, capsys):
+    from matchzoo.__main__ import main
+
+    client, _ = store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", client.tracking_uri if hasattr(client, "tracking_uri") else client._tracking_client.tracking_uri)
+    assert main(["compare", "--sweep", "other", "--out", str(tmp_path / "cli"), "--no_log"]) == 0
+    out = capsys.readouterr().out
+    assert "| fd | pixels | FINISHED | 200 | 1 | 1 | 0.1 | 0.1 |" in out
+    assert (tmp_path / "cli" / "stability_vs_fdrk.png").is_file()
+    assert main(["compare", "--experiment", "nope", "--no_log"]) == 2
+    assert "no MLflow experiment named 'nope'" in capsys.readouterr().err
