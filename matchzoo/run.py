@@ -40,6 +40,15 @@ def build_settings() -> TrainSettings:
 def run_experiment(gin_files: Sequence[str], gin_params: Sequence[str] = (), tags: Optional[dict] = None,
                    resume: Optional[str] = None) -> str:
     """Train one configured experiment; returns the MLflow run id."""
+    threads = torch.get_num_threads()  # train.num_threads changes a process-wide setting; give it back
+    try:
+        return _run_experiment(gin_files, gin_params, tags, resume)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_experiment(gin_files: Sequence[str], gin_params: Sequence[str], tags: Optional[dict],
+                    resume: Optional[str]) -> str:
     files = config.parse(gin_files, gin_params)
     settings = build_settings()
     trainer = Trainer(settings)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import Optional
@@ -53,6 +54,14 @@ def artifact_root() -> str:
     return (Path("runs") / "artifacts").resolve().as_uri()
 
 
+_INVALID_KEY_CHARS = re.compile(r"[^\w\-. :/]")
+
+
+def metric_key(key: str) -> str:
+    """MLflow accepts alphanumerics, ``_ - . space : /`` in metric names; anything else becomes ``_``."""
+    return _INVALID_KEY_CHARS.sub("_", key)
+
+
 class Tracker:
     """One MLflow run: params, tags, buffered metrics, artifacts, final status."""
 
@@ -89,7 +98,7 @@ class Tracker:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self._pending.extend(Metric(key, float(value), now, step) for key, value in metrics.items())
+        self._pending.extend(Metric(metric_key(key), float(value), now, step) for key, value in metrics.items())
         if len(self._pending) >= 500:
             self.flush()
 

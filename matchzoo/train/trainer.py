@@ -51,7 +51,7 @@ class Trainer:
             term.space.to(self.device)
             term.objective.to(self.device)
         self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=s.lr, betas=s.betas)
-        self.critic_optimizers = [self._critic_optimizer(term.objective) for term in self.terms]
+        self.critic_optimizers: list = [None] * len(self.terms)  # built in prepare(), once the reference is known
         self.ema = EMA(self.generator, s.ema_decay)
         # per-rank noise and real minibatches; the global RNG (objectives' own randomness) is identical on all ranks
         self.noise_rng = torch.Generator().manual_seed(s.seed + 1 + 1000 * self.dist.rank)
@@ -84,6 +84,7 @@ class Trainer:
         """Real training features per term space (once), handed to each objective as its reference."""
         for term in self.terms:
             term.objective.prepare_reference(self.real.train(term.space))
+        self.critic_optimizers = [self._critic_optimizer(term.objective) for term in self.terms]
 
     def sample_real(self, term) -> torch.Tensor:
         """A global real minibatch: each rank draws its shard, all ranks see the concatenation."""
