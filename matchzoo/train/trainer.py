@@ -4,6 +4,7 @@ Everything else -- evaluation, checkpoints, MLflow -- is a callback (:mod:`match
 """
 from __future__ import annotations
 
+import sys
 from typing import Any, Optional, Sequence
 
 import torch
@@ -139,7 +140,10 @@ class Trainer:
         s = self.settings
         for callback in self.callbacks:
             callback.on_start(self)
-        bar = tqdm(total=s.steps, initial=self.step, desc="train", disable=not s.progress, dynamic_ncols=True)
+        # a log file (no terminal) gets a progress line every 30 s instead of ten per second
+        interval = 0.1 if sys.stderr.isatty() else 30.0
+        bar = tqdm(total=s.steps, initial=self.step, desc="train", disable=not s.progress, dynamic_ncols=True,
+                   mininterval=interval)
         with bar:
             while self.step < s.steps:
                 logs = self.train_step()
