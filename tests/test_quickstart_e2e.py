@@ -41,6 +41,8 @@ def test_quickstart_creates_mlflow_run(isolated_runs):
         history = client.get_metric_history(run.info.run_id, f"eval/fd/{space}")
         assert [m.step for m in history] == [0, 20, 40]
     assert "eval/fdr_k" in metrics and "train/loss" in metrics
+    for term_space in run.data.tags["train_space"].split(","):
+        assert -1.0 <= metrics[f"eval/stability/{term_space}"] <= 1.0
     assert run.data.tags["objective"] and run.data.tags["train_space"]
     assert run.data.params["train.steps"] == "40"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}

@@ -30,7 +30,7 @@ class TrainSettings:
         device: str = "auto",
         eval_every: int = 250,
         eval_samples: Optional[int] = None,
-        stability_every: int = 0,
+        stability_every: Optional[int] = None,
         stability_resamples: int = 8,
         log_every: int = 25,
         checkpoint_every: int = 250,
@@ -56,7 +56,9 @@ class TrainSettings:
         self.steps, self.batch_size, self.lr, self.betas = int(steps), int(batch_size), float(lr), tuple(betas)
         self.ema_decay, self.seed, self.device = float(ema_decay), int(seed), device
         self.eval_every, self.eval_samples = int(eval_every), eval_samples
-        self.stability_every, self.stability_resamples = int(stability_every), int(stability_resamples)
+        # matching stability at every evaluation by default (None); 0 turns it off
+        self.stability_every = self.eval_every if stability_every is None else int(stability_every)
+        self.stability_resamples = int(stability_resamples)
         self.log_every, self.checkpoint_every = int(log_every), int(checkpoint_every)
         self.experiment, self.run_name, self.run_dir = experiment, run_name, run_dir
         self.feature_batch_size, self.progress = int(feature_batch_size), bool(progress)
