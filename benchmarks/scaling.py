@@ -70,7 +70,7 @@ def slope(sizes: list[int], times: list[float]) -> float:
 def sweep_axis(name, sizes, fixed, axis, device, repeats, budget) -> list[float]:
     times: list[float] = []
     for size in sizes:
-        if times and times[-1] > budget:
+        if times and not times[-1] <= budget:  # over budget, or already skipped (NaN): stop growing
             times.append(float("nan"))
             continue
         batch, dim = (size, fixed) if axis == "batch" else (fixed, size)
