@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset
 from tqdm.auto import tqdm
 
+from matchzoo.data.datasets import TensorImages
 from matchzoo.errors import MatchzooError
 from matchzoo.linalg import FewSamplesWarning
 
@@ -71,17 +72,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no_progress", action="store_true", help="hide the tqdm bars")
 
 
-class _Images(Dataset):
-    def __init__(self, images: torch.Tensor):
-        self.images = images  # (N, C, H, W) in [-1, 1]
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return self.images[index]
-
-
 def load_samples(path: str, reference, num_samples: int | None, seed: int, device: str) -> Dataset:
     """The images to evaluate, as a Dataset of ``(C, H, W)`` tensors in [-1, 1]."""
     from matchzoo.data import load_npz_images
@@ -89,14 +79,14 @@ def load_samples(path: str, reference, num_samples: int | None, seed: int, devic
 
     source = Path(path)
     if source.is_dir() and (source / CHECKPOINT_IN_RUN_DIR).is_file():  # a training run folder
-        images = _Images(_sample_checkpoint(source / CHECKPOINT_IN_RUN_DIR, num_samples or 5000, seed, device))
+        images = TensorImages(_sample_checkpoint(source / CHECKPOINT_IN_RUN_DIR, num_samples or 5000, seed, device))
     elif source.is_dir():
         folder = ImageFolder(str(source), size=reference.size, channels=reference.channels)
         images: Dataset = ConcatDataset([folder.split("train"), folder.split("heldout")])
     elif source.suffix.lower() == ".npz":
-        images = _Images(load_npz_images(str(source)))
+        images = TensorImages(load_npz_images(str(source)))
     elif source.suffix.lower() in CHECKPOINT_SUFFIXES and source.is_file():
-        images = _Images(_sample_checkpoint(source, num_samples or 5000, seed, device))
+        images = TensorImages(_sample_checkpoint(source, num_samples or 5000, seed, device))
     elif not source.exists():
         raise MatchzooError(f"--samples {path!r} does not exist; pass a .npz file, an image folder or a checkpoint .pt")
     else:

@@ -52,8 +52,8 @@ class ImageDataset:
             raise MatchzooError(f"unknown split {name!r}; use one of {', '.join(SPLITS)}")
 
 
-class _ImagesOnly(Dataset):
-    """Adapts a TensorDataset of (images, labels) to yield images only."""
+class TensorImages(Dataset):
+    """A torch ``Dataset`` over an image tensor ``(N, C, H, W)``: item ``i`` is ``images[i]``."""
 
     def __init__(self, images: torch.Tensor):
         self.images = images
@@ -80,7 +80,7 @@ class InMemoryDataset(ImageDataset):
 
     def split(self, name: str) -> Dataset:
         self.check_split(name)
-        return _ImagesOnly(self.images[self._indices[name]])
+        return TensorImages(self.images[self._indices[name]])
 
     def split_indices(self, name: str) -> torch.Tensor:
         self.check_split(name)

@@ -35,18 +35,9 @@ def load_candidates(path: str, count: Optional[int] = None, seed: int = 0) -> to
 def images_features(space, images: torch.Tensor) -> torch.Tensor:
     from matchzoo.data.features import extract_features
 
-    return extract_features(space, _Images(images), progress=False)
+    from matchzoo.data.datasets import TensorImages
 
-
-class _Images(torch.utils.data.Dataset):
-    def __init__(self, images: torch.Tensor):
-        self.images = images
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return self.images[index]
+    return extract_features(space, TensorImages(images), progress=False)
 
 
 def evaluation_features(space_names: Sequence[str], dataset, candidates: torch.Tensor) -> tuple[dict, dict[str, SpaceFeatures]]:
