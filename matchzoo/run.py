@@ -7,6 +7,7 @@ a run directory that already holds a checkpoint is resumed (same MLflow run, no 
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -106,8 +107,10 @@ def _run_worker(trainer: Trainer, previous) -> str:
 
 
 def default_run_dir(settings: TrainSettings, files: Sequence[Path]) -> Path:
+    """A fresh folder per run; the random suffix keeps two runs started in the same second apart (a shared
+    folder would make the second one resume the first's checkpoint)."""
     stem = "+".join(f.stem for f in files) or "run"
-    return Path("runs") / settings.experiment / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Path("runs") / settings.experiment / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
 def record_config(tracker: Tracker, summary: dict[str, str]) -> None:
