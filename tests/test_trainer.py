@@ -87,3 +87,20 @@ def test_nonfinite_loss_stops_with_named_term(isolated_runs):
     with pytest.raises(MatchzooError, match=r"digits_ssl.test_nan_objective.*step 1"):
         run_experiment([str(REPO / "gin" / "quickstart.gin")],
                        [f"ssl/term.objective = @{name}()", "train.progress = False", "train.steps = 5"])
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_checkpoint_and_marks_run_killed(isolated_runs):
+    run = start([*BASE, "--gin_param", "train.steps = 100000", "--gin_param", "train.run_dir = 'runs/interrupted'"],
+                isolated_runs)
+    checkpoint = isolated_runs / "runs" / "interrupted" / "checkpoint.pt"
+    deadline = time.time() + 600
+    while not checkpoint.is_file() and time.time() < deadline:
+        assert run.poll() is None, run.stderr.read()[-2000:]
+        time.sleep(0.05)
+    os.kill(run.pid, signal.SIGINT)
+    assert run.wait(timeout=300) == 130
+    assert "checkpoint saved" in run.stderr.read()
+    payload, mlflow_run, _ = final_metrics(isolated_runs / "runs" / "interrupted")
+    assert payload["step"] >= 10
+    assert mlflow_run.info.status == "KILLED"
