@@ -15,46 +15,21 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import time
 
 import torch
 
 import matchzoo
 from matchzoo.registry import OBJECTIVES
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def real_like(n: int, dim: int, shift: float, seed: int, device: str) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    scales = torch.linspace(1.0, 0.05, dim)
-    return (torch.randn(n, dim, generator=generator) * scales + shift).to(device)
+from objectives import features, objective_step, timed  # benchmarks/objectives.py (this script's folder)
 
 
 def time_objective(name: str, batch: int, dim: int, device: str, repeats: int) -> float:
     torch.manual_seed(0)
     objective = matchzoo.make_objective(name).to(device)
-    objective.prepare_reference(real_like(4 * batch, dim, 0.0, 1, device))
-    real = real_like(batch, dim, 0.0, 2, device)
-    source = real_like(batch, dim, 0.3, 3, device)
-
-    def step() -> None:
-        fake = source.clone().requires_grad_(True)
-        objective(fake, real).loss.backward()
-
-    step()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    objective.prepare_reference(features(4 * batch, dim, 0.0, 1, device))
+    step = objective_step(objective, features(batch, dim, 0.3, 3, device), features(batch, dim, 0.0, 2, device))
+    return timed(step, device, repeats)
 
 
 def slope(sizes: list[int], times: list[float]) -> float:

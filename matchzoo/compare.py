@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from matchzoo.errors import MatchzooError
+from matchzoo.train.tracking import search_all_runs
 
 FD, FDR, FDRK, STABILITY = "eval/fd/", "eval/fdr/", "eval/fdr_k", "eval/stability/"
 ROLE_TAG, SUMMARY_ROLE = "matchzoo.role", "summary"
@@ -73,13 +74,7 @@ def collect_runs(client, experiment: Optional[str] = None, sweep: Optional[str] 
     if sweep is not None and "'" in sweep:
         raise MatchzooError(f"sweep name {sweep!r} cannot contain quotes")
     query = f"tags.{SWEEP_TAG} = '{sweep}'" if sweep is not None else ""
-    runs, token = [], None
-    while ids:
-        page = client.search_runs(ids, query, max_results=1000, page_token=token)
-        runs += list(page)
-        token = page.token
-        if not token:
-            break
+    runs = search_all_runs(client, ids, query)
     summaries = [_summarize(client, run, experiments) for run in runs if run.data.tags.get(ROLE_TAG) != SUMMARY_ROLE]
     if not summaries:
         where = " and ".join(x for x in (experiment and f"experiment {experiment!r}", sweep and f"sweep {sweep!r}") if x)

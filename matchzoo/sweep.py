@@ -40,6 +40,7 @@ from typing import Any, Callable, Optional, Sequence
 from gin import config_parser
 
 from matchzoo.errors import MatchzooError
+from matchzoo.train.tracking import search_all_runs
 
 SWEEP_TAG, CELL_TAG, LABEL_TAG, ERROR_TAG = "sweep", "sweep_cell", "sweep_cell_label", "sweep_error"
 SPEC_KEYS = ("name", "experiments", "gin_params", "grid", "experiment")
@@ -270,13 +271,7 @@ def _sweep_runs(client, name: str, cell_id: Optional[str] = None) -> list:
     if not experiment_ids:
         return []
     query = f"tags.{SWEEP_TAG} = '{name}'" + (f" and tags.{CELL_TAG} = '{cell_id}'" if cell_id else "")
-    runs, token = [], None
-    while True:
-        page = client.search_runs(experiment_ids, query, max_results=1000, page_token=token)
-        runs += list(page)
-        token = page.token
-        if not token:
-            return runs
+    return search_all_runs(client, experiment_ids, query)
 
 
 @dataclass

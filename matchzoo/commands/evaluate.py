@@ -116,18 +116,14 @@ def _sample_checkpoint(path: Path, count: int, seed: int, device: str) -> torch.
 def evaluate(args: argparse.Namespace) -> dict:
     """Compute every metric in every space; returns ``{'spaces': {name: row}, 'fdr_k': ..., ...}``."""
     import matchzoo
-    from matchzoo.commands.stats import parse_params, space_params
+    from matchzoo.commands.stats import parse_params, space_names, space_params
     from matchzoo.data.cache import reference_features, reference_stats
     from matchzoo.data.features import extract_features
     from matchzoo.metrics.fdrk import fdr_table
     from matchzoo.metrics.frechet import FrechetReference, GaussianStats
     from matchzoo.metrics.suite import SuiteSettings, evaluate_space
 
-    names = [n.strip() for n in args.spaces.split(",") if n.strip()]
-    if not names:
-        raise MatchzooError("--spaces is empty; give comma-separated names, e.g. --spaces pixels,random_conv")
-    for name in names:
-        matchzoo.FEATURE_SPACES.get(name)  # unknown names fail before any work
+    names = space_names(args.spaces)
     per_space = space_params(args.space_param, names)
     dataset = matchzoo.make_dataset(args.reference, **parse_params(args.dataset_param, "--dataset_param"))
     images = load_samples(args.samples, dataset, args.num_samples, args.seed, args.device)

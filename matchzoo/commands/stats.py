@@ -56,16 +56,24 @@ def space_params(items: list[str], names: list[str]) -> dict[str, dict[str, obje
     return per_space
 
 
+def space_names(text: str) -> list[str]:
+    """Comma-separated registered space names; an empty list or an unknown name fails before any work."""
+    import matchzoo
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise MatchzooError("--spaces is empty; give comma-separated names, e.g. --spaces digits_ssl,pixels")
+    for name in names:
+        matchzoo.FEATURE_SPACES.get(name)
+    return names
+
+
 def run(args: argparse.Namespace) -> int:
     import matchzoo
     from matchzoo.data.cache import cache_path, load_or_build
 
-    names = [n.strip() for n in args.spaces.split(",") if n.strip()]
+    names = space_names(args.spaces)
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
-    if not names:
-        raise MatchzooError("--spaces is empty; give comma-separated names, e.g. --spaces digits_ssl,pixels")
-    for name in names:
-        matchzoo.FEATURE_SPACES.get(name)  # unknown names fail before any work
     per_space = space_params(args.space_param, names)
     dataset = matchzoo.make_dataset(args.dataset, **parse_params(args.dataset_param, "--dataset_param"))
     for split in splits:

@@ -50,6 +50,18 @@ def client():
     return MlflowClient(tracking_uri=uri)
 
 
+def search_all_runs(mlflow_client, experiment_ids: list, query: str = "") -> list:
+    """Every run matching ``query`` in ``experiment_ids``, following MLflow's pagination."""
+    runs, token = [], None
+    while experiment_ids:
+        page = mlflow_client.search_runs(experiment_ids, query, max_results=1000, page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            break
+    return runs
+
+
 def artifact_root() -> str:
     return (Path("runs") / "artifacts").resolve().as_uri()
 
