@@ -117,36 +117,48 @@ def trace_sqrt_psd(m: torch.Tensor) -> torch.Tensor:
     return _TraceSqrtPSD.apply(m)
 
 
-def trace_sqrt_product(sigma: torch.Tensor, sqrt_ref: torch.Tensor) -> torch.Tensor:
+def trace_sqrt_product(sigma: torch.Tensor, sqrt_ref: torch.Tensor, lower: bool | None = None) -> torch.Tensor:
     r""":math:`\operatorname{Tr}(R^{1/2}\Sigma R^{1/2})^{1/2}` given a cached factor of :math:`R`.
 
     ``sqrt_ref`` may be :math:`R^{1/2}` (:func:`psd_sqrt`) or any ``F`` with :math:`FF^\top = R`
     (:func:`psd_factor`): the matrix used is :math:`F^\top\Sigma F`, which has the same spectrum.
+    ``lower`` says whether ``sqrt_ref`` is lower-triangular (a Cholesky factor); ``None`` checks it.
     """
     if not (sigma.requires_grad or sqrt_ref.requires_grad):
-        reduced = _cholesky_congruence(sigma, sqrt_ref)
+        reduced = _cholesky_congruence(sigma, sqrt_ref, lower)
         if reduced is not None:  # lower triangle of L^T Σ L, evaluation only
             return torch.linalg.eigvalsh(reduced, UPLO="L").clamp_min(0).sqrt().sum()
     return trace_sqrt_psd(sqrt_ref.T @ sigma @ sqrt_ref)
 
 
-def _cholesky_congruence(sigma: torch.Tensor, factor: torch.Tensor) -> torch.Tensor | None:
+def is_lower_triangular(m: torch.Tensor) -> bool:
+    """Whether every entry above the diagonal is exactly zero."""
+    return m.ndim == 2 and not bool(torch.triu(m, diagonal=1).any())
+
+
+def _cholesky_congruence(sigma: torch.Tensor, factor: torch.Tensor, lower: bool | None = None) -> torch.Tensor | None:
     """``L^T Σ L`` (lower triangle valid) by LAPACK ``dsygst`` when ``factor`` is a lower-triangular CPU float64 ``L``.
 
     ``dsygst`` exploits the symmetry of Σ and the triangle of ``L``: ~n^3 flops instead of the 4n^3 of
-    two general products (about 3x faster at D = 2048). ``None`` when it does not apply (GPU,
-    float32, a symmetric root from :func:`psd_sqrt`), and the caller uses the products.
+    two general products (about 3x faster at D = 2048). It reads only one triangle of Σ, which is
+    passed as the Fortran-ordered view of its transpose (the same matrix when Σ is symmetric) so that
+    no reordering copy is made. ``None`` when it does not apply (GPU, float32, a symmetric root from
+    :func:`psd_sqrt`, tiny matrices), and the caller uses the products. ``lower=None`` checks the triangle.
     """
     if sigma.device.type != "cpu" or sigma.dtype != torch.float64 or factor.dtype != torch.float64:
         return None
-    if factor.shape[0] < 64 or not torch.equal(factor, factor.tril()):
+    if factor.shape[0] < 64 or not (is_lower_triangular(factor) if lower is None else lower):
         return None
     from scipy.linalg import lapack
 
+    # Σ's upper triangle, read as a Fortran (column-major) array, is its lower triangle as LAPACK sees
+    # it; for a symmetric Σ the two agree. The factor is used as L (lower, column-major).
+    sigma_f = sigma.numpy().T if sigma.is_contiguous() else np.asfortranarray(sigma.numpy())
+    factor_f = factor.numpy() if factor.T.is_contiguous() else np.asfortranarray(factor.numpy())
     # Single-threaded on purpose: SciPy's OpenBLAS threads busy-wait against torch's OpenMP pool, and
     # a threaded call measured 10-1000x slower than this one once torch had run (2-core machine).
     with _blas_threads().limit(limits=1, user_api="blas"):
-        reduced, info = lapack.dsygst(sigma.numpy(), np.asfortranarray(factor.numpy()), itype=2, lower=1)
+        reduced, info = lapack.dsygst(sigma_f, factor_f, itype=2, lower=1)
     return torch.from_numpy(reduced) if info == 0 else None
 
 
@@ -181,14 +193,24 @@ def frechet_distance_from_stats(
     """Fréchet distance between two Gaussians given their means and covariances (float64, never complex).
 
     ``factor1`` (optional) is a cached :func:`psd_factor` of ``sigma1`` (``F F^T = sigma1``); pass it
-    when the same reference is compared many times.
+    when the same reference is compared many times (:class:`matchzoo.metrics.frechet.FrechetReference`
+    also caches the checks of the reference side).
     """
     mu1, sigma1, mu2, sigma2 = (as_float64_tensor(a) for a in (mu1, sigma1, mu2, sigma2))
-    _check_stats(mu1, sigma1, mu2, sigma2)
+    check_stats_shapes(mu1, sigma1, mu2, sigma2)
+    check_finite(mu1=mu1, sigma1=sigma1, mu2=mu2, sigma2=sigma2)
     factor = psd_factor(sigma1) if factor1 is None else as_float64_tensor(factor1)
     if factor.shape != sigma1.shape:
         raise ValueError(f"factor1 must have the shape of sigma1 {tuple(sigma1.shape)}, got {tuple(factor.shape)}")
-    trace_term = trace_sqrt_product(sigma2, factor)
+    return frechet_distance_checked(mu1, sigma1, mu2, sigma2, factor)
+
+
+def frechet_distance_checked(
+    mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor, sigma2: torch.Tensor, factor1: torch.Tensor,
+    factor1_lower: bool | None = None,
+) -> float:
+    """The Fréchet distance from float64 statistics whose shapes and finiteness the caller has checked."""
+    trace_term = trace_sqrt_product(sigma2, factor1, lower=factor1_lower)
     value = (mu1 - mu2).square().sum() + sigma1.trace() + sigma2.trace() - 2.0 * trace_term
     return float(value.clamp_min(0.0))
 
@@ -237,14 +259,23 @@ def warn_if_few_samples(n: int, dim: int) -> None:
         )
 
 
-def _check_stats(mu1, sigma1, mu2, sigma2) -> None:
-    d = mu1.shape[0]
+def check_stats_shapes(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor, sigma2: torch.Tensor) -> None:
+    d = mu1.shape[0] if mu1.ndim == 1 else -1
     shapes_ok = mu1.shape == mu2.shape == (d,) and sigma1.shape == sigma2.shape == (d, d)
     if not shapes_ok:
         raise ValueError(
             f"statistics shapes disagree: mu1 {tuple(mu1.shape)}, sigma1 {tuple(sigma1.shape)}, "
             f"mu2 {tuple(mu2.shape)}, sigma2 {tuple(sigma2.shape)}; expected (D,), (D, D) on both sides"
         )
-    for name, t in (("mu1", mu1), ("sigma1", sigma1), ("mu2", mu2), ("sigma2", sigma2)):
-        if not torch.isfinite(t).all():
+
+
+def check_finite(**tensors: torch.Tensor) -> None:
+    """Raise naming the first tensor that holds a NaN or inf.
+
+    A finite sum proves every entry finite (NaN and inf propagate through addition), which costs one
+    reduction instead of a boolean mask of a D x D matrix; only a non-finite sum (which a finite matrix
+    reaches only by overflowing near 1e308) falls back to the entrywise test.
+    """
+    for name, t in tensors.items():
+        if not bool(torch.isfinite(t.sum())) and not bool(torch.isfinite(t).all()):
             raise ValueError(f"{name} contains NaN or inf")

@@ -172,3 +172,43 @@ def test_lapack_congruence_fast_path_equals_products():
     assert linalg._cholesky_congruence(s2, linalg.psd_sqrt(s1)) is None  # symmetric root: products
     with_grad = linalg.trace_sqrt_product(s2.clone().requires_grad_(True), factor)  # differentiable path
     assert with_grad.requires_grad and float(with_grad.detach()) == pytest.approx(float(slow), rel=1e-12)
+
+
+def test_check_finite_uses_sum_but_never_misses_or_invents():
+    huge = torch.full((4, 4), 1e308, dtype=torch.float64)  # finite entries whose sum overflows
+    linalg.check_finite(huge=huge)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        m = torch.eye(4, dtype=torch.float64)
+        m[2, 1] = bad
+        with pytest.raises(ValueError, match="sigma2 contains NaN or inf"):
+            linalg.check_finite(mu2=torch.zeros(4), sigma2=m)
+
+
+def test_congruence_with_known_triangle_and_noncontiguous_sigma():
+    rng = np.random.default_rng(12)
+    s1, s2 = torch.from_numpy(random_spd(rng, 70)), torch.from_numpy(random_spd(rng, 70))
+    factor = linalg.psd_factor(s1)
+    assert linalg.is_lower_triangular(factor) and not linalg.is_lower_triangular(linalg.psd_sqrt(s1))
+    expected = float(linalg.trace_sqrt_psd(factor.T @ s2 @ factor))
+    for sigma in (s2, s2.T, s2.T.contiguous()):  # C-ordered, F-ordered (a transposed view), copied
+        for lower in (None, True):
+            assert float(linalg.trace_sqrt_product(sigma, factor, lower=lower)) == pytest.approx(expected, rel=1e-12)
+    assert linalg._cholesky_congruence(s2, factor, lower=False) is None  # caller says not triangular: products
+
+
+def test_frechet_reference_checks_reference_once_and_samples_every_time():
+    from matchzoo.metrics.frechet import FrechetReference, GaussianStats
+
+    rng = np.random.default_rng(13)
+    cov = torch.from_numpy(random_spd(rng, 5))
+    bad = cov.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="reference_cov contains NaN"):
+        FrechetReference(GaussianStats(torch.zeros(5, dtype=torch.float64), bad, 10)).distance_to_stats(
+            GaussianStats(torch.zeros(5, dtype=torch.float64), cov, 10))
+    reference = FrechetReference(GaussianStats(torch.zeros(5, dtype=torch.float64), cov, 10))
+    assert reference.distance_to_stats(GaussianStats(torch.zeros(5, dtype=torch.float64), cov, 10)) == pytest.approx(0.0, abs=1e-10)
+    with pytest.raises(ValueError, match="cov contains NaN"):
+        reference.distance_to_stats(GaussianStats(torch.zeros(5, dtype=torch.float64), bad, 10))
+    with pytest.raises(ValueError, match="shapes disagree"):
+        reference.distance_to_stats(GaussianStats(torch.zeros(4, dtype=torch.float64), cov[:4, :4], 10))

@@ -12,7 +12,7 @@ in float64 (``k`` = mean of the first batch, which removes the cancellation of t
 :class:`FrechetReference` holds the reference :math:`(\mu_r, \Sigma_r)` and caches a factor
 :math:`F F^\top=\Sigma_r` (:func:`matchzoo.linalg.psd_factor`), so each later
 :math:`\mathrm{FD}=\|\mu-\mu_r\|^2+\operatorname{Tr}\Sigma+\operatorname{Tr}\Sigma_r-2\operatorname{Tr}(F^\top\Sigma F)^{1/2}`
-is two products and one ``eigvalsh``. Sample sets smaller than ``D`` use the exact ``n x n`` dual form.
+is one congruence (``dsygst``) and one ``eigvalsh``; the reference is validated once. Sample sets smaller than ``D`` use the exact ``n x n`` dual form.
 """
 from __future__ import annotations
 
@@ -113,6 +113,7 @@ class FrechetReference:
     def __init__(self, stats: GaussianStats):
         self.stats = stats
         self._factor: Optional[torch.Tensor] = None
+        self._factor_lower = False
 
     @classmethod
     def from_features(cls, features: linalg.ArrayLike) -> "FrechetReference":
@@ -120,15 +121,19 @@ class FrechetReference:
 
     @property
     def factor(self) -> torch.Tensor:
-        """``F`` with ``F F^T = Σ_ref`` (Cholesky, or the PSD root when singular); computed once."""
+        """``F`` with ``F F^T = Σ_ref`` (Cholesky, or the PSD root when singular); computed and checked once."""
         if self._factor is None:
+            linalg.check_finite(reference_mean=self.stats.mean, reference_cov=self.stats.cov)
             self._factor = linalg.psd_factor(self.stats.cov)
+            self._factor_lower = linalg.is_lower_triangular(self._factor)
         return self._factor
 
     def distance_to_stats(self, stats: GaussianStats) -> float:
-        """FD between ``stats`` and the reference, reusing the cached factor."""
-        ref = self.stats
-        return linalg.frechet_distance_from_stats(ref.mean, ref.cov, stats.mean, stats.cov, factor1=self.factor)
+        """FD between ``stats`` and the reference, reusing the cached factor (only ``stats`` is checked)."""
+        ref, factor = self.stats, self.factor
+        linalg.check_stats_shapes(ref.mean, ref.cov, stats.mean, stats.cov)
+        linalg.check_finite(mean=stats.mean, cov=stats.cov)
+        return linalg.frechet_distance_checked(ref.mean, ref.cov, stats.mean, stats.cov, factor, self._factor_lower)
 
     def distance_to_features(self, features: linalg.ArrayLike) -> float:
         """FD between the Gaussian fitted to ``features`` ``(n, D)`` and the reference.
