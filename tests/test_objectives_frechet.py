@@ -126,6 +126,23 @@ def test_queue_fifo_bookkeeping_and_running_sums():
     torch.testing.assert_close(pop.outer_sum, newest.T @ newest)
 
 
+def test_queue_reuses_sums_only_for_the_batch_it_saw():
+    from matchzoo.objectives.population import QueuePopulation
+
+    pop = QueuePopulation(size=6)
+    first, other = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    pop.moments(first)
+    pop.advance(other)  # a different batch: its own sums, not the ones moments() cached
+    torch.testing.assert_close(pop.outer_sum, other.T @ other)
+    live = torch.randn(4, 3, dtype=torch.float64)
+    pop.moments(live)
+    live.mul_(2.0)  # written in place after moments(): the version counter changes, so no reuse
+    pop.advance(live)
+    kept = torch.cat([other[2:], live])  # queue of 6: the 2 newest of `other`, then all of `live`
+    torch.testing.assert_close(pop.outer_sum, kept.T @ kept)
+    torch.testing.assert_close(pop.feature_sum, kept.sum(0))
+
+
 def test_population_advances_only_in_training_with_grad():
     objective = FrechetDistance(population="ema")
     x = torch.randn(8, 3)

@@ -10,7 +10,8 @@ differentiable with respect to the *live* batch ``f`` ``(B, D)`` only; older sam
             \Sigma = \tfrac1n\big(S_2^{kept} + f^\top f\big) - \mu\mu^\top,
 
   where :math:`S_1, S_2` are float64 running sums of the kept queue entries and of their outer products,
-  updated incrementally (``O(B D^2)`` per step, never ``O(P D^2)``). One live sample weighs ``w = 1/n``.
+  updated incrementally (``O(B D^2)`` per step, never ``O(P D^2)``; the two outer products computed for
+  the loss are reused when the same batch is folded in). One live sample weighs ``w = 1/n``.
 * :class:`EmaPopulation` -- moving first and second moments,
   :math:`\mu = (1-w)\,sg(\mu_{ema}) + w\,\overline f`, :math:`M_2 = (1-w)\,sg(M_{2,ema}) + w\,f^\top f/B`,
   :math:`\Sigma = M_2-\mu\mu^\top`, with :math:`w=\max(1-\beta, 1/t)` at step ``t`` (a plain running
@@ -58,6 +59,7 @@ class QueuePopulation(LazyStateModule):
         self.register_buffer("outer_sum", torch.empty(0, dtype=torch.float64))  # (D, D) over valid entries
         self.register_buffer("count", torch.zeros((), dtype=torch.long))  # valid entries
         self.register_buffer("write_pos", torch.zeros((), dtype=torch.long))  # next slot to overwrite
+        self._pending: Optional[tuple] = None  # sums computed by moments(), reused by advance() on the same batch
 
     def _ensure_state(self, live: torch.Tensor) -> None:
         d = live.shape[1]
@@ -92,8 +94,11 @@ class QueuePopulation(LazyStateModule):
         n = int(self.count) - dropped.shape[0] + live.shape[0]
         if n < 2:
             raise MatchzooError("FD-loss needs at least 2 generated samples (batch size >= 2)")
-        mean = (self.feature_sum - dropped.sum(0) + live64.sum(0)) / n
-        second = (self.outer_sum - dropped.T @ dropped + live64.T @ live64) / n
+        dropped_sum, dropped_outer = dropped.sum(0), dropped.T @ dropped  # (D,), (D, D)
+        live_sum, live_outer = live64.sum(0), live64.T @ live64  # (D,), (D, D), with gradient
+        self._pending = (self._batch_key(live), dropped_sum, dropped_outer, live_sum.detach(), live_outer.detach())
+        mean = (self.feature_sum - dropped_sum + live_sum) / n
+        second = (self.outer_sum - dropped_outer + live_outer) / n
         cov = second - torch.outer(mean, mean)
         centered = None
         if need_samples and n < live.shape[1]:  # only the dual (n x n) trace form needs the samples
@@ -104,14 +109,24 @@ class QueuePopulation(LazyStateModule):
             centered = samples - mean
         return PopulationMoments(mean, cov, n, 1.0 / n, centered)
 
+    def _batch_key(self, live: torch.Tensor) -> tuple:
+        """Identifies (queue state, live batch contents): the in-place version counter changes on any write."""
+        return (int(self.count), int(self.write_pos), live.data_ptr(), live._version, tuple(live.shape), live.dtype, live.device)
+
     @torch.no_grad()
     def advance(self, live: torch.Tensor) -> None:
         self._ensure_state(live)
         slots, dropped_slots = self._slots(live.shape[0])
-        dropped = self.features[dropped_slots].to(torch.float64)
-        live64 = live.detach().to(torch.float64)
-        self.feature_sum += live64.sum(0) - dropped.sum(0)
-        self.outer_sum += live64.T @ live64 - dropped.T @ dropped
+        pending, self._pending = self._pending, None
+        if pending is not None and pending[0] == self._batch_key(live):  # moments() of this very batch: reuse
+            _, dropped_sum, dropped_outer, live_sum, live_outer = pending
+        else:
+            dropped = self.features[dropped_slots].to(torch.float64)
+            live64 = live.detach().to(torch.float64)
+            dropped_sum, dropped_outer = dropped.sum(0), dropped.T @ dropped
+            live_sum, live_outer = live64.sum(0), live64.T @ live64
+        self.feature_sum += live_sum - dropped_sum
+        self.outer_sum += live_outer - dropped_outer
         self.features[slots] = live.detach().to(self.features.dtype)
         self.count.fill_(min(int(self.count) + live.shape[0], self.size))
         self.write_pos.fill_((int(self.write_pos) + live.shape[0]) % self.size)
