@@ -23,7 +23,7 @@ from matchzoo.train import checkpoint, distributed
 from matchzoo.train.callbacks import Checkpointer, Evaluator, MetricLogger
 from matchzoo.train.settings import TrainSettings
 from matchzoo.train.terms import objective_name
-from matchzoo.train.tracking import Tracker
+from matchzoo.train.tracking import Tracker, summary_params
 from matchzoo.train.trainer import Trainer
 
 
@@ -114,10 +114,12 @@ def default_run_dir(settings: TrainSettings, files: Sequence[Path]) -> Path:
 
 
 def record_config(tracker: Tracker, summary: dict[str, str]) -> None:
-    """Operative config artifact, flattened bindings (+ objective/train_space, which the MLflow UI's
-    parallel-coordinates view can only plot as params) as params, and the report of unused bindings."""
+    """Operative config artifact, flattened bindings as params, the run summary (``objective``,
+    ``train_space``) as the params ``1 objective`` / ``2 train_space`` (named so the MLflow UI's
+    parallel-coordinates plot preselects them, see :mod:`matchzoo.train.tracking`), and the report of
+    unused bindings."""
     tracker.log_text(config.operative_config(), "operative_config.gin")
-    tracker.log_params({**config.flattened_bindings(), **summary})
+    tracker.log_params({**config.flattened_bindings(), **summary_params(summary)})
     unused = config.unused_bindings()
     if unused:
         message = f"these bindings were never used (typo or component not in this experiment?): {', '.join(unused)}"

@@ -18,8 +18,9 @@ or a sweep file (``gin/sweeps/*.gin``) holding only ``sweep.*`` bindings::
 Each cell is identified by a **cell id**: a hash of the experiment file (name *and* content) and of the
 cell's bindings. Runs carry the tags ``sweep`` (the sweep name), ``sweep_cell`` (cell id) and
 ``sweep_cell_label`` (readable bindings); the trainer adds ``objective`` and ``train_space``, which the
-sweep copies into params (the UI's parallel-coordinates view plots params, not tags) and into the run
-name ``<sweep>: <objective>@<train_space>``. Running a
+sweep puts in the run name ``<sweep>: <objective>@<train_space>`` and makes sure are in the params
+``1 objective`` / ``2 train_space`` (the UI's parallel-coordinates view plots params, not tags; see
+:mod:`matchzoo.train.tracking`). Running a
 sweep again skips cells that already have a FINISHED run, so an interrupted sweep resumes; a cell that
 raises is recorded as a FAILED run with tag ``sweep_error`` and the sweep goes on.
 """
@@ -40,7 +41,7 @@ from typing import Any, Callable, Optional, Sequence
 from gin import config_parser
 
 from matchzoo.errors import MatchzooError
-from matchzoo.train.tracking import search_all_runs
+from matchzoo.train.tracking import search_all_runs, summary_params
 
 SWEEP_TAG, CELL_TAG, LABEL_TAG, ERROR_TAG = "sweep", "sweep_cell", "sweep_cell_label", "sweep_error"
 SPEC_KEYS = ("name", "experiments", "gin_params", "grid", "experiment")
@@ -323,14 +324,15 @@ def run_sweep(spec: SweepSpec, runner: Optional[Runner] = None, client=None, log
 
 def annotate_for_ui(client, run_id: str, cell: Cell, name: str) -> None:
     """Name the run ``<sweep>: <objective>@<train_space> [other bindings]`` and copy ``objective`` and
-    ``train_space`` into params, so the MLflow UI's compare and parallel-coordinates views (which plot
-    params and metrics, not tags) show them without configuration. Existing params are left alone."""
+    ``train_space`` into the params ``1 objective`` / ``2 train_space``, so the MLflow UI's compare and
+    parallel-coordinates views (which plot params and metrics, not tags) show them without configuration.
+    Existing params are left alone."""
     run = client.get_run(run_id)
     tags, params = run.data.tags, run.data.params
     objective, space = tags.get("objective", "?"), tags.get("train_space", "?")
     others = [f"{k.split('.')[-1]}={v}" for k, v in cell.bindings if not k.endswith(("term.objective", "term.space"))]
     client.set_tag(run_id, "mlflow.runName", " ".join([f"{name}: {objective}@{space}", *others])[:250])
-    for key, value in (("objective", objective), ("train_space", space)):
+    for key, value in summary_params({"objective": objective, "train_space": space}).items():
         if key not in params:
             client.log_param(run_id, key, value)
 

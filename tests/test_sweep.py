@@ -127,7 +127,7 @@ def test_rerun_skips_finished_cells_and_failures_do_not_stop(client, experiment_
 
     finished = client.get_run(first.finished[0])
     assert finished.info.run_name == "resume-test: fd@pixels"
-    assert finished.data.params == {"objective": "fd", "train_space": "pixels"}
+    assert finished.data.params == {"1 objective": "fd", "2 train_space": "pixels"}
 
     second_runner = fake_runner(client)  # now nothing fails
     second = sweep.run_sweep(spec, runner=second_runner, client=client, log=lambda _: None)

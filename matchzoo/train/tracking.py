@@ -3,6 +3,20 @@
 MLflow's sqlite store costs ~3.6 ms per ``log_metric`` call, so metrics are buffered and written with
 ``log_batch``. The tracking URI defaults to ``sqlite:///runs/mlflow.db`` (``MLFLOW_TRACKING_URI``
 overrides it); new experiments put artifacts under ``runs/artifacts/``.
+
+Keys are chosen for the MLflow UI's run-compare page (MLflow 3.17, ``CompareRunView``), whose
+parallel-coordinates plot preselects, without any configuration,
+
+* params: ``sorted(keys whose value differs between the compared runs)[:3]`` (JavaScript's default sort,
+  i.e. by UTF-16 code unit: digits < upper case < ``_`` < lower case), and
+* metrics: ``[first key common to all compared runs]``, in the order the store returns a run's latest
+  metrics -- for the sqlite store the order in which each key was *first* logged in the run.
+
+So the run summary is logged as the params ``1 objective``, ``2 train_space`` and (at the end of a finished
+run) ``3 stability``: a leading digit sorts them before every gin binding (gin names start with a letter or
+``_``), and each batch of metrics is written with ``eval/fdr_k`` first, then ``eval/stability/*``, so the
+first key a fresh run logs (its step-0 evaluation) is FDr^k. The plot then opens on
+objective | train space | stability | FDr^k, coloured by FDr^k.
 """
 from __future__ import annotations
 
@@ -16,6 +30,27 @@ from typing import Optional
 from matchzoo.errors import MatchzooError
 
 DEFAULT_TRACKING_URI = "sqlite:///runs/mlflow.db"
+
+# run summary as params, in the order the compare page's parallel-coordinates plot preselects them
+OBJECTIVE_PARAM, TRAIN_SPACE_PARAM, STABILITY_PARAM = "1 objective", "2 train_space", "3 stability"
+SUMMARY_PARAMS = {"objective": OBJECTIVE_PARAM, "train_space": TRAIN_SPACE_PARAM}  # run tag -> param key
+FDRK_METRIC, STABILITY_PREFIX = "eval/fdr_k", "eval/stability/"
+
+
+def metric_rank(key: str) -> int:
+    """Write order within a batch: FDr^k, then stability, then the rest (the UI plots the first-logged key)."""
+    return 0 if key == FDRK_METRIC else 1 if key.startswith(STABILITY_PREFIX) else 2
+
+
+def summary_params(tags: dict[str, str]) -> dict[str, str]:
+    """``{'1 objective': ..., '2 train_space': ...}`` from the run's ``objective``/``train_space`` values."""
+    return {param: tags[tag] for tag, param in SUMMARY_PARAMS.items() if tag in tags}
+
+
+def final_stability(latest_metrics: dict[str, float]) -> Optional[float]:
+    """Mean of the latest ``eval/stability/<space>`` over the run's train spaces (one space: its value)."""
+    values = [v for k, v in latest_metrics.items() if k.startswith(STABILITY_PREFIX)]
+    return sum(values) / len(values) if values else None
 
 
 def tracking_uri() -> str:
@@ -115,6 +150,7 @@ class Tracker:
             self.flush()
 
     def flush(self) -> None:
+        self._pending.sort(key=lambda metric: metric_rank(metric.key))  # stable: steps keep their order per key
         while self._pending:
             batch, self._pending = self._pending[:1000], self._pending[1000:]
             self.client.log_batch(self.run_id, metrics=batch)
@@ -127,4 +163,14 @@ class Tracker:
 
     def finish(self, status: str = "FINISHED") -> None:
         self.flush()
+        if status == "FINISHED":
+            self.log_final_summary()
         self.client.set_terminated(self.run_id, status=status)
+
+    def log_final_summary(self) -> None:
+        """``3 stability`` = the final matching stability, copied from the metrics into a param only so
+        the compare page's parallel-coordinates plot shows it by default (it preselects one metric);
+        ``eval/stability/<space>`` stays the source of truth. Logged once, when the run finishes."""
+        stability = final_stability(self.client.get_run(self.run_id).data.metrics)
+        if stability is not None:
+            self.log_params({STABILITY_PARAM: f"{stability:.6g}"})
