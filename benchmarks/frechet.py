@@ -14,18 +14,23 @@ with a decaying spectrum (well conditioned enough for ``sqrtm`` to be accurate).
 
 Run: ``python benchmarks/frechet.py [--dims 768 2048] [--repeats 3] [--threads 1 2]``. Prints ratios
 (baseline / ours, median of repeats) and relative agreement; it asserts nothing about time. Each thread
-count is one pass in which every library (torch's MKL, SciPy's OpenBLAS) gets that many threads; the
-default runs single-threaded (the algorithms alone) and with every CPU (how a user runs it). ``dsygst``
-itself always runs single-threaded (see :func:`matchzoo.linalg._cholesky_congruence`). Run it on an idle
-machine: with other processes on the cores, threaded LAPACK timings become meaningless.
+count is one pass, in a fresh process, in which every library (torch's MKL, SciPy's OpenBLAS) gets that
+many threads; the default runs single-threaded (the algorithms alone) and with every CPU (how a user runs
+it). Run it on an idle machine: with other processes on the cores, threaded LAPACK timings become
+meaningless.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import scipy.linalg
@@ -115,6 +120,22 @@ def bench_few_samples(dim: int, samples: int, repeats: int) -> None:
           f"eigvals' tiny complex/negative modes are its own round-off)")
 
 
+def run_pass(threads: int, args: argparse.Namespace) -> list[tuple[int, int, dict[str, float]]]:
+    """Every measurement with ``threads`` threads for torch (MKL/OpenMP) and SciPy/NumPy (OpenBLAS)."""
+    torch.set_num_threads(threads)
+    results = []
+    with threadpool_limits(limits=threads):
+        print(f"\n=== {threads} thread(s): torch {torch.__version__} ({torch.get_num_threads()} threads), scipy "
+              f"{scipy.__version__}, OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, "
+              f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
+        for dim in args.dims:
+            results.append((threads, dim, bench(dim, args.repeats)))
+        if args.few_samples:
+            warnings.simplefilter("ignore", linalg.FewSamplesWarning)
+            bench_few_samples(max(args.dims), args.few_samples, args.repeats)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dims", type=int, nargs="+", default=[768, 2048])
@@ -122,21 +143,23 @@ def main() -> None:
     parser.add_argument("--few_samples", type=int, default=512, help="also time n < D features per side (0: skip)")
     parser.add_argument("--threads", type=int, nargs="+", default=sorted({1, os.cpu_count() or 1}),
                         help="BLAS/LAPACK thread counts to run, each for every library (default: 1 and all CPUs)")
+    parser.add_argument("--results_json", help=argparse.SUPPRESS)  # used by the per-thread-count child processes
     args = parser.parse_args()
-    summary = []
-    for threads in args.threads:
-        torch.set_num_threads(threads)
-        with threadpool_limits(limits=threads):
-            print(f"\n=== {threads} thread(s): torch {torch.__version__} ({torch.get_num_threads()} threads), scipy "
-                  f"{scipy.__version__}, OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, "
-                  f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-            for dim in args.dims:
-                summary.append((threads, dim, bench(dim, args.repeats)))
-            if args.few_samples:
-                warnings.simplefilter("ignore", linalg.FewSamplesWarning)
-                bench_few_samples(max(args.dims), args.few_samples, args.repeats)
+    if len(args.threads) == 1:
+        results = run_pass(args.threads[0], args)
+        if args.results_json:
+            Path(args.results_json).write_text(json.dumps(results))
+    else:  # one fresh process per thread count: thread pools never carry over from the previous pass
+        results = []
+        with tempfile.TemporaryDirectory() as folder:
+            for threads in args.threads:
+                out = Path(folder) / f"{threads}.json"
+                command = [sys.executable, __file__, "--threads", str(threads), "--dims", *map(str, args.dims),
+                           "--repeats", str(args.repeats), "--few_samples", str(args.few_samples), "--results_json", str(out)]
+                subprocess.run(command, check=True)
+                results += [tuple(r) for r in json.loads(out.read_text())]
     print("\nsummary (baseline time / ours with the reference cached; targets: sqrtm >= 10x, eigvals >= 5x, agreement < 1e-8)")
-    for threads, dim, result in summary:
+    for threads, dim, result in results:
         print(f"  {threads} thread(s)  D = {dim:5d}:  sqrtm {result['sqrtm']:5.1f}x   eigvals {result['eigvals']:4.1f}x   "
               f"agreement {result['agreement']:.1e}")
 

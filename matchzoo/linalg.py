@@ -13,9 +13,9 @@ Any factor :math:`F` with :math:`FF^\top=\Sigma_1` works, not only the symmetric
 nonzero eigenvalues of :math:`F^\top\Sigma_2F` are those of :math:`\Sigma_1\Sigma_2`. The fast path caches
 the Cholesky factor of the reference covariance (one ``O(D^3/3)`` factorisation, reused for every
 evaluation; :func:`psd_factor` falls back to the symmetric square root when the matrix is singular), so
-one FD costs the congruence :math:`L^\top\Sigma_2L` (LAPACK ``dsygst``, which uses the symmetry and the
-triangle: ~``D^3`` flops instead of ``4D^3`` for two products; plain products on GPU or with gradients)
-and one symmetric eigenvalue problem (``eigvalsh``, no eigenvectors).
+one FD costs the congruence :math:`L^\top\Sigma_2L` (using the triangle of ``L``: LAPACK ``dsygst`` on one
+CPU thread, block products otherwise; ~``D^3`` flops instead of ``4D^3`` for two products; plain products
+with gradients) and one symmetric eigenvalue problem (``eigvalsh``, no eigenvectors).
 
 When one side is an ``n``-sample empirical covariance :math:`\Sigma = X_c^\top X_c/(n-1)` with
 ``n < D``, the nonzero eigenvalues of :math:`R^{1/2}\Sigma R^{1/2}` equal those of the ``n x n`` matrix
@@ -137,29 +137,56 @@ def is_lower_triangular(m: torch.Tensor) -> bool:
 
 
 def _cholesky_congruence(sigma: torch.Tensor, factor: torch.Tensor, lower: bool | None = None) -> torch.Tensor | None:
-    """``L^T Σ L`` (lower triangle valid) by LAPACK ``dsygst`` when ``factor`` is a lower-triangular CPU float64 ``L``.
+    """The lower triangle of ``L^T Σ L`` for a lower-triangular ``factor`` ``L`` (the rest of the result is not
+    meaningful); ``None`` when the factor is not triangular or the matrix is tiny, and the caller uses the
+    products. ``lower=None`` checks the triangle.
 
-    ``dsygst`` exploits the symmetry of Σ and the triangle of ``L``: ~n^3 flops instead of the 4n^3 of
-    two general products (about 3x faster at D = 2048). It reads only one triangle of Σ, which is
-    passed as the Fortran-ordered view of its transpose (the same matrix when Σ is symmetric) so that
-    no reordering copy is made. ``None`` when it does not apply (GPU, float32, a symmetric root from
-    :func:`psd_sqrt`, tiny matrices), and the caller uses the products. ``lower=None`` checks the triangle.
+    Both routes use the triangle of ``L`` (~``4D^3/3`` flops instead of the ``4D^3`` of two products) and
+    are exact; which is faster depends on the thread pools (measured, ``benchmarks/frechet.py``):
+
+    * one CPU thread, float64: LAPACK ``dsygst`` (SciPy's OpenBLAS), which also uses the symmetry of Σ
+      (~``D^3`` flops; 290 ms against 420 ms for the products at D = 2048);
+    * otherwise (several threads, GPU, float32): :func:`_blocked_congruence` in torch. With several threads
+      an OpenBLAS call leaves its worker threads spinning, and they slow torch's next parallel
+      ``eigvalsh`` down (D = 768: 100 ms against 63 ms for products + ``eigvalsh``).
     """
-    if sigma.device.type != "cpu" or sigma.dtype != torch.float64 or factor.dtype != torch.float64:
-        return None
     if factor.shape[0] < 64 or not (is_lower_triangular(factor) if lower is None else lower):
         return None
+    on_one_cpu_thread = sigma.device.type == "cpu" and torch.get_num_threads() == 1
+    if on_one_cpu_thread and sigma.dtype == torch.float64 and factor.dtype == torch.float64:
+        reduced = _dsygst_congruence(sigma, factor)
+        if reduced is not None:
+            return reduced
+    return _blocked_congruence(sigma, factor)
+
+
+def _dsygst_congruence(sigma: torch.Tensor, factor: torch.Tensor) -> torch.Tensor | None:
+    """LAPACK ``dsygst`` (itype 2): ``L^T Σ L`` with only one triangle of Σ read and written."""
     from scipy.linalg import lapack
 
     # Σ's upper triangle, read as a Fortran (column-major) array, is its lower triangle as LAPACK sees
     # it; for a symmetric Σ the two agree. The factor is used as L (lower, column-major).
     sigma_f = sigma.numpy().T if sigma.is_contiguous() else np.asfortranarray(sigma.numpy())
     factor_f = factor.numpy() if factor.T.is_contiguous() else np.asfortranarray(factor.numpy())
-    # Single-threaded on purpose: SciPy's OpenBLAS threads busy-wait against torch's OpenMP pool, and
-    # a threaded call measured 10-1000x slower than this one once torch had run (2-core machine).
     with _blas_threads().limit(limits=1, user_api="blas"):
         reduced, info = lapack.dsygst(sigma_f, factor_f, itype=2, lower=1)
     return torch.from_numpy(reduced) if info == 0 else None
+
+
+def _blocked_congruence(sigma: torch.Tensor, factor: torch.Tensor, block: int = 256) -> torch.Tensor:
+    """``L^T Σ L`` (lower triangle) by block products that skip the zeros of ``L``: ``B = Σ L`` block column
+    by block column (``L[j:, j:e]`` is zero above row ``j``: ``D^3`` flops), then the block rows of the lower
+    triangle of ``L^T B`` (``L[:, i:e]`` is zero above row ``i``: ``D^3/3`` flops)."""
+    n = sigma.shape[0]
+    product = torch.empty_like(sigma)  # Σ L
+    for j in range(0, n, block):
+        end = min(j + block, n)
+        torch.matmul(sigma[:, j:], factor[j:, j:end], out=product[:, j:end])
+    reduced = torch.zeros_like(sigma)  # upper triangle beyond the diagonal blocks stays 0
+    for i in range(0, n, block):
+        end = min(i + block, n)
+        torch.matmul(factor[i:, i:end].T, product[i:, :end], out=reduced[i:end, :end])
+    return reduced
 
 
 @functools.lru_cache(maxsize=1)

@@ -158,20 +158,38 @@ def test_eval_path_equals_grad_path():
     assert float(no_grad) == pytest.approx(float(with_grad.detach()), rel=1e-13)
 
 
-def test_lapack_congruence_fast_path_equals_products():
+@pytest.mark.parametrize("threads", [1, 2])  # 1: LAPACK dsygst; 2: blocked torch products
+def test_triangular_congruence_equals_products(threads):
     rng = np.random.default_rng(11)
-    s1, s2 = torch.from_numpy(random_spd(rng, 80)), torch.from_numpy(random_spd(rng, 80))
+    s1, s2 = torch.from_numpy(random_spd(rng, 600)), torch.from_numpy(random_spd(rng, 600))  # > one 256-block
     factor = linalg.psd_factor(s1)
-    reduced = linalg._cholesky_congruence(s2, factor)
-    assert reduced is not None  # the fast path applies: CPU, float64, lower-triangular factor
     products = factor.T @ s2 @ factor
-    np.testing.assert_allclose(reduced.tril().numpy(), products.tril().numpy(), rtol=1e-10, atol=1e-12)
-    fast = linalg.trace_sqrt_product(s2, factor)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        reduced = linalg._cholesky_congruence(s2, factor)
+        fast = linalg.trace_sqrt_product(s2, factor)
+    finally:
+        torch.set_num_threads(previous)
+    assert reduced is not None  # the fast path applies: lower-triangular factor
+    np.testing.assert_allclose(reduced.tril().numpy(), products.tril().numpy(), rtol=1e-10, atol=1e-10)
     slow = linalg.trace_sqrt_psd(products)
     assert float(fast) == pytest.approx(float(slow), rel=1e-12)
     assert linalg._cholesky_congruence(s2, linalg.psd_sqrt(s1)) is None  # symmetric root: products
     with_grad = linalg.trace_sqrt_product(s2.clone().requires_grad_(True), factor)  # differentiable path
     assert with_grad.requires_grad and float(with_grad.detach()) == pytest.approx(float(slow), rel=1e-12)
+
+
+def test_blocked_congruence_float32_and_ragged_blocks():
+    rng = np.random.default_rng(14)
+    s1, s2 = torch.from_numpy(random_spd(rng, 77)), torch.from_numpy(random_spd(rng, 77))
+    factor = linalg.psd_factor(s1)
+    expected = (factor.T @ s2 @ factor).tril()
+    for block in (1, 10, 76, 77, 500):
+        got = linalg._blocked_congruence(s2, factor, block=block).tril()
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-11, atol=1e-11)
+    got32 = linalg._blocked_congruence(s2.float(), factor.float(), block=32).tril()
+    np.testing.assert_allclose(got32.double().numpy(), expected.numpy(), rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
 
 
 def test_check_finite_uses_sum_but_never_misses_or_invents():

@@ -12,7 +12,7 @@ in float64 (``k`` = mean of the first batch, which removes the cancellation of t
 :class:`FrechetReference` holds the reference :math:`(\mu_r, \Sigma_r)` and caches a factor
 :math:`F F^\top=\Sigma_r` (:func:`matchzoo.linalg.psd_factor`), so each later
 :math:`\mathrm{FD}=\|\mu-\mu_r\|^2+\operatorname{Tr}\Sigma+\operatorname{Tr}\Sigma_r-2\operatorname{Tr}(F^\top\Sigma F)^{1/2}`
-is one congruence (``dsygst``) and one ``eigvalsh``; the reference is validated once. Sample sets smaller than ``D`` use the exact ``n x n`` dual form.
+is one triangular congruence and one ``eigvalsh``; the reference is validated once. Sample sets smaller than ``D`` use the exact ``n x n`` dual form.
 """
 from __future__ import annotations
 
