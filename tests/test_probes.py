@@ -15,6 +15,15 @@ from matchzoo.errors import MatchzooError
 from matchzoo.probes import resample, topn, weighted
 
 
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """These are many tiny tensor ops: on a shared CPU, OpenMP threads mostly spin-wait (10x the CPU time)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def gaussian(n, d, shift=0.0, seed=0, scale=1.0):
     g = torch.Generator().manual_seed(seed)
     return (torch.randn(n, d, generator=g, dtype=torch.float64) * scale + shift)
@@ -110,21 +119,229 @@ def test_weighted_mmd_is_the_v_statistic():
     assert float(weighted.weighted_mmd(x, counts, y, weighted.gaussian_gram([sigma]))) == pytest.approx(float(dup_value), rel=1e-10)
 
 
+# ----------------------------------------------------------------------------- every registered objective
+
+# small settings so that every form runs in well under a second on these sizes
+SMALL_SETTINGS = {
+    "fd": dict(population="batch"),
+    "san": dict(hidden=(16,), out_dim=None),
+    "sinkhorn_transport": dict(taus=(0.1, 0.3), iterations=200),
+    "sliced_wasserstein": dict(num_projections=16),
+}
+
+
+def small_objective(name, **overrides):
+    return matchzoo.make_objective(name, **{**SMALL_SETTINGS.get(name, {}), **overrides})
+
+
+def own_value(name, objective, fake, real):
+    """The objective's own value on an unweighted set, or ``None`` where the weighted form is not that value.
+
+    mmd: the objective is the U-statistic, the form the V-statistic; sinkhorn_transport: the objective's value is a
+    constant-scale surrogate (its gradient is checked instead). sliced_wasserstein draws its directions from the global
+    RNG: the caller seeds it identically before building the form and before calling this.
+    """
+    if name in ("mmd", "sinkhorn_transport"):
+        return None
+    if name == "sliced_wasserstein":
+        from matchzoo.objectives.sliced import random_directions
+
+        return float(objective.sw2(fake, real, random_directions(real.shape[1], objective.num_projections, real)))
+    return float(objective(fake, real).loss)
+
+
+def build_form(name, objective, reference, seed=21):
+    torch.manual_seed(seed)
+    objective.prepare_reference(reference)
+    return weighted.weighted_loss_for(objective, reference)
+
+
 @pytest.mark.parametrize("name", matchzoo.list_objectives())
-def test_every_registered_objective_has_a_weighted_form_or_a_clear_error(name):
-    x, y = gaussian(20, 4, shift=0.5, seed=14).float(), gaussian(30, 4, seed=15).float()
-    kwargs = {"population": "batch"} if name == "fd" else {}
-    objective = matchzoo.make_objective(name, **kwargs)
-    if name not in weighted.WEIGHTED_BUILDERS:
-        with pytest.raises(MatchzooError, match=f"objective '{name}' has no weighted form"):
-            weighted.weighted_loss_for(objective, y)
-        return
+def test_every_registered_objective_has_a_differentiable_weighted_form(name):
+    """(a) a builder exists, the value is finite and so is its gradient w.r.t. the weights."""
+    assert name in weighted.WEIGHTED_BUILDERS, f"register a weighted form for {name!r} in probes.weighted"
+    x, y = gaussian(12, 3, shift=0.5, seed=14).float(), gaussian(16, 3, seed=15).float()
+    form = build_form(name, small_objective(name), y)
+    logits = torch.randn(12, dtype=torch.float64, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    value = form(x, 12 * torch.softmax(logits, 0))
+    (gradient,) = torch.autograd.grad(value, logits)
+    assert value.ndim == 0 and torch.isfinite(value) and torch.isfinite(gradient).all() and gradient.abs().sum() > 0
+    if name != "san":  # san's value is a generator loss against an (here untrained) critic, not a divergence
+        assert float(form(3.0 * x + 1.0, torch.ones(12))) > float(form(x, torch.ones(12)))  # moving away costs more
+
+
+@pytest.mark.filterwarnings("ignore:Fréchet distance from n=")
+@pytest.mark.parametrize("name", matchzoo.list_objectives())
+def test_weighted_form_is_the_objective_at_uniform_and_the_duplicated_set_at_integer_weights(name):
+    """(b) integer weights == duplicated samples; (c) all-ones == the objective's own value where it is one."""
+    x, y = gaussian(12, 3, shift=0.5, seed=16).float(), gaussian(16, 3, seed=17).float()
+    objective = small_objective(name).eval()
+    form = build_form(name, objective, y)
+    counts, duplicated = counts_and_duplicates(x)
+    at_counts = float(form(x, counts))
+    torch.manual_seed(21)
+    own_duplicated = own_value(name, objective, duplicated, y)
+    expected = own_duplicated if own_duplicated is not None else float(form(duplicated, torch.ones(duplicated.shape[0])))
+    assert at_counts == pytest.approx(expected, rel=1e-5, abs=1e-7)
+    torch.manual_seed(21)
+    own_uniform = own_value(name, objective, x, y)
+    if own_uniform is not None:
+        assert float(form(x, torch.ones(12))) == pytest.approx(own_uniform, rel=1e-5, abs=1e-7)
+
+
+def test_max_sliced_weighted_form_trains_its_directions_on_the_weighted_measure():
+    x, y = gaussian(20, 4, shift=0.5, seed=18).float(), gaussian(30, 4, seed=19).float()
+    objective = matchzoo.make_objective("sliced_wasserstein", learned_directions=2, critic_steps=1)
+    form = build_form("sliced_wasserstein", objective, y)
+    assert float(form(x, torch.ones(20))) == pytest.approx(float(objective(x, y).loss), rel=1e-6)
+    counts, duplicated = counts_and_duplicates(x)
+    assert float(form(x, counts)) == pytest.approx(float(objective(duplicated, y).loss), rel=1e-6)
+    before = float(form(x, torch.ones(20)))
+    form.critic_step(x, torch.full((20,), 0.05, dtype=torch.float64))  # warm-up + one step: the critic maximises SW²
+    assert float(form(x, torch.ones(20))) > before
+    assert torch.allclose(objective.directions.detach().norm(dim=0), torch.ones(2))
+
+
+def test_weighted_form_missing_gives_a_one_line_error():
+    class Unweighted(torch.nn.Module):
+        registry_name = "unweighted_demo"
+
+    with pytest.raises(MatchzooError, match="objective 'unweighted_demo' has no weighted form"):
+        weighted.weighted_loss_for(Unweighted(), torch.zeros(3, 2))
+
+
+# ----------------------------------------------------------------------------- oracles for the newer forms
+
+
+def explicit_quadratic_features(x: np.ndarray, gamma: float, coef0: float) -> np.ndarray:
+    """Feature map of (γ xᵀy + c₀)²: [c₀, √(2γc₀) x, γ vec(x xᵀ)]."""
+    outer = np.einsum("ni,nj->nij", x, x).reshape(x.shape[0], -1)
+    return np.concatenate([np.full((x.shape[0], 1), coef0), np.sqrt(2 * gamma * coef0) * x, gamma * outer], axis=1)
+
+
+def primal_bures(a: np.ndarray, b: np.ndarray) -> float:
+    values, vectors = np.linalg.eigh(a)
+    root = (vectors * np.sqrt(values.clip(0))) @ vectors.T
+    return float(np.trace(a) + np.trace(b) - 2 * np.sqrt(np.linalg.eigvalsh(root @ b @ root).clip(0)).sum())
+
+
+@pytest.mark.parametrize("flags", [dict(), dict(divide_by_n=False), dict(center=False)])
+def test_weighted_kernel_bures_matches_an_explicit_feature_map(flags):
+    """(d) the dual Gram form against the primal weighted covariance of the polynomial kernel's explicit features."""
+    x, y = gaussian(9, 2, shift=0.4, seed=31), gaussian(11, 2, seed=32)
+    gamma, coef0 = 0.5, 1.0
+    objective = matchzoo.make_objective("kernel_bures", kernel="polynomial", degree=2, gamma=gamma, coef0=coef0, **flags)
+    weights = torch.rand(9, dtype=torch.float64, generator=torch.Generator().manual_seed(33)) * 3
+    phi_x, phi_y = explicit_quadratic_features(x.numpy(), gamma, coef0), explicit_quadratic_features(y.numpy(), gamma, coef0)
+    w = weights.numpy()
+    p = w / w.sum()
+    if flags.get("center", True):
+        phi_x, phi_y = phi_x - p @ phi_x, phi_y - phi_y.mean(0)
+    scale_x, scale_y = (p, 1 / 11) if flags.get("divide_by_n", True) else (w, 1.0)
+    cov_x, cov_y = (phi_x * scale_x[:, None]).T @ phi_x, scale_y * phi_y.T @ phi_y
+    value = float(weighted.weighted_loss_for(objective, y)(x, weights))
+    assert value == pytest.approx(primal_bures(cov_y, cov_x), rel=1e-7, abs=1e-9)
+
+
+def test_weighted_kernel_bures_weight_gradient_matches_finite_differences():
+    x, y = gaussian(7, 2, shift=0.3, seed=34), gaussian(9, 2, seed=35)
+    # uncentred: centring leaves a null singular value whose square root makes finite differences round-off noise
+    form = weighted.weighted_loss_for(matchzoo.make_objective("kernel_bures", bandwidth=1.5, center=False), y)
+    logits = torch.randn(7, dtype=torch.float64, generator=torch.Generator().manual_seed(36), requires_grad=True)
+    assert torch.autograd.gradcheck(lambda z: form(x, 7 * torch.softmax(z, 0)), (logits,))
+
+
+def test_weighted_sliced_wasserstein_matches_pot_per_projection():
+    import ot
+
+    from matchzoo.probes.weighted_sliced import weighted_wasserstein_1d_squared
+
+    x, y = gaussian(13, 4, shift=0.3, seed=37), gaussian(17, 4, seed=38)
+    p = torch.rand(13, dtype=torch.float64, generator=torch.Generator().manual_seed(39))
+    p = p / p.sum()
+    values = weighted_wasserstein_1d_squared(x, p, y)  # each column is one projection
+    for column in range(4):
+        oracle = ot.wasserstein_1d(x[:, column].numpy(), y[:, column].numpy(), p.numpy(), np.full(17, 1 / 17), p=2)
+        assert float(values[column]) == pytest.approx(float(oracle), rel=1e-10)
+    logits = torch.log(p).clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda z: weighted_wasserstein_1d_squared(x, torch.softmax(z, 0), y).sum(), (logits,))
+
+
+def test_weighted_transport_terms_match_pot():
+    """(d) the cross term at random weights and the no-self-transport term at uniform weights against POT's plans."""
+    import ot
+
+    from matchzoo.objectives.bures import squared_distances
+    from matchzoo.probes.weighted_transport import cross_ot, leave_one_out_measure, self_ot
+
+    x, y = gaussian(10, 3, seed=40), gaussian(12, 3, shift=0.5, seed=41)
+    p = torch.rand(10, dtype=torch.float64, generator=torch.Generator().manual_seed(42))
+    p = p / p.sum()
+    eps = 0.8
+
+    def primal(plan, cost, reference):  # <π, C> + ε KL(π | ν), generalised KL with mass terms
+        support = plan > 0
+        kl = (plan[support] * np.log(plan[support] / reference[support])).sum() - plan.sum() + reference.sum()
+        return (plan * cost).sum() + eps * kl
+
+    cost = squared_distances(x, y)
+    value = cross_ot(p, cost, eps, 400)
+    a, b = p.numpy(), np.full(12, 1 / 12)
+    plan = ot.sinkhorn(a, b, cost.numpy(), eps, numItermax=100000, stopThr=1e-14)
+    assert float(value) == pytest.approx(primal(plan, cost.numpy(), np.outer(a, b)), rel=1e-8)
+
+    uniform = torch.full((10,), 0.1, dtype=torch.float64)
+    self_cost = squared_distances(x, x)
+    value = self_ot(uniform, leave_one_out_measure(torch.ones(10, dtype=torch.float64)), self_cost, eps, 400)
+    masked = self_cost.numpy() + np.diag(np.full(10, 1e4))  # exp(-1e4/ε) = 0: no self-transport
+    plan = ot.sinkhorn(np.full(10, 0.1), np.full(10, 0.1), masked, eps, numItermax=100000, stopThr=1e-14)
+    reference = np.full((10, 10), 0.01) - np.diag(np.full(10, 0.01))
+    assert float(value) == pytest.approx(primal(plan, self_cost.numpy(), reference), rel=1e-7)
+
+
+def test_weighted_transport_feature_gradient_is_the_objectives_displacement():
+    """At w = 1 and one τ, ∇_x of the weighted form is D·ρ times the gradient of sinkhorn_transport's own loss
+    (ρ: the displacement RMS the objective divides by, which it logs)."""
+    x, y = gaussian(12, 3, seed=43), gaussian(15, 3, shift=0.5, seed=44)
+    objective = small_objective("sinkhorn_transport", taus=(0.1,), iterations=800).eval()  # holds at convergence
     form = weighted.weighted_loss_for(objective, y)
-    uniform = float(form(x, torch.ones(20)))
-    shifted = float(form(3.0 * x + 1.0, torch.ones(20)))
-    assert np.isfinite(uniform) and shifted > uniform  # spreading and shifting away costs more
-    if name != "mmd":  # mmd's objective is the unbiased U-statistic; its weighted form is the V-statistic
-        assert uniform == pytest.approx(float(objective(x, y).loss), rel=1e-5, abs=1e-7)
+    fake = x.clone().requires_grad_(True)
+    (form_gradient,) = torch.autograd.grad(form(fake, torch.ones(12)), fake)
+    fake = x.clone().requires_grad_(True)
+    output = objective(fake, y)
+    (objective_gradient,) = torch.autograd.grad(output.loss, fake)
+    rms = output.logs["displacement_rms/tau_0.1"]
+    assert torch.allclose(form_gradient, 3 * rms * objective_gradient, rtol=1e-4, atol=1e-7)
+
+
+def test_weighted_transport_weight_gradient_matches_finite_differences():
+    """The envelope-theorem gradient (potentials held fixed) against central differences, at fixed ε."""
+    from matchzoo.objectives.bures import squared_distances
+    from matchzoo.probes.weighted_transport import cross_ot, leave_one_out_measure, self_ot
+
+    x, y = gaussian(8, 2, seed=45), gaussian(10, 2, shift=0.5, seed=46)
+    cost, self_cost = squared_distances(x, y), squared_distances(x, x)
+
+    def divergence(weights):
+        p = weights / weights.sum()
+        return cross_ot(p, cost, 0.7, 600) - 0.5 * self_ot(p, leave_one_out_measure(weights), self_cost, 0.5, 600)
+
+    weights = (1.0 + torch.rand(8, dtype=torch.float64, generator=torch.Generator().manual_seed(47))).requires_grad_(True)
+    assert torch.autograd.gradcheck(divergence, (weights,), atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("loss", ["hinge", "logistic", "nonsaturating", "least_squares"])
+def test_weighted_san_generator_loss_and_critic_steps(loss):
+    x, y = gaussian(10, 3, shift=0.5, seed=48).float(), gaussian(14, 3, seed=49).float()
+    objective = small_objective("san", loss=loss)
+    form = build_form("san", objective, y)
+    assert float(form(x, torch.ones(10))) == pytest.approx(float(objective(x, y).loss), rel=1e-6)
+    counts, duplicated = counts_and_duplicates(x)
+    assert float(form(x, counts)) == pytest.approx(float(objective(duplicated, y).loss), rel=1e-6)
+    before = [p.detach().clone() for p in objective.critic_parameters()]
+    form.critic_step(x, torch.full((10,), 0.1, dtype=torch.float64))
+    assert any(not torch.equal(a, b.detach()) for a, b in zip(before, objective.critic_parameters()))
+    assert float(objective.direction.detach().norm()) == pytest.approx(1.0, abs=1e-6)  # after_critic_step re-projected it
 
 
 # ----------------------------------------------------------------------------- resample probe
@@ -156,6 +373,31 @@ def test_resample_lowers_attacked_space_fd_only():
     assert "attacked (attacked)" in text and "FDr^k" in text
     record = resample.result_record(result)
     assert record["spaces"]["attacked"]["attacked"] is True and json.dumps(record)
+
+
+def small_constructed_case(seed=0):
+    """The constructed case at registry-test size: 30 matching + 30 shifted candidates in 3-d."""
+    n, d = 60, 3
+    good, bad = gaussian(n // 2, d, seed=seed), gaussian(n // 2, d, shift=2.5, seed=seed + 1)
+    attacked = resample.SpaceFeatures(torch.cat([good, bad]).float(), gaussian(120, d, seed=seed + 2).float(),
+                                      gaussian(40, d, seed=seed + 3).float())
+    other = resample.SpaceFeatures(gaussian(n, d, shift=1.0, seed=seed + 4).float(), gaussian(120, d, seed=seed + 5).float(),
+                                   gaussian(40, d, seed=seed + 6).float())
+    return {"attacked": attacked, "other": other}
+
+
+@pytest.mark.parametrize("name", matchzoo.list_objectives())
+def test_resample_with_every_registered_objective_lowers_the_attacked_space(name):
+    """(e) the probe moves the weights onto the matching half and lowers FD in the attacked space."""
+    features = small_constructed_case()
+    overrides = {"iterations": 30} if name == "sinkhorn_transport" else {}
+    form = build_form(name, small_objective(name, **overrides), features["attacked"].reference)
+    result = resample.resample_probe(features, "attacked", form, sample_size=30, steps=40, lr=0.1, draws=2, seed=0)
+    attacked = {r.space: r for r in result.rows}["attacked"]
+    assert attacked.fd_after < 0.3 * attacked.fd_before
+    assert float(result.probabilities[:30].sum()) > 0.75
+    if name != "san":  # san's before/after values are measured against different critics
+        assert result.attack_value_after < 0.8 * result.attack_value_before
 
 
 def test_draw_sets_follow_the_probabilities():
@@ -214,18 +456,38 @@ def noisy_digits(tmp_path, monkeypatch):
     return path
 
 
-def test_cli_resample_prints_before_after_table(noisy_digits, tmp_path, capsys):
+CLI_OBJECTIVE_ARGS = {
+    "fd": ["population='batch'"],
+    "san": ["hidden=(32,)", "out_dim=None"],
+    "sinkhorn_transport": ["iterations=10"],
+    "sinkhorn": ["scaling=0.5"],
+    "sliced_wasserstein": ["num_projections=32"],
+}
+
+
+@pytest.fixture(scope="module")
+def shared_feature_cache(tmp_path_factory):
+    """One reference-feature cache for the registry-wide CLI runs (the spaces' digits features are extracted once)."""
+    return tmp_path_factory.mktemp("probe_cli_cache")
+
+
+@pytest.mark.parametrize("name", matchzoo.list_objectives())
+def test_cli_resample_prints_before_after_table(name, noisy_digits, shared_feature_cache, tmp_path, capsys, monkeypatch):
     from matchzoo.__main__ import main
 
+    monkeypatch.setenv("MATCHZOO_CACHE_DIR", str(shared_feature_cache))
     out_json = tmp_path / "r.json"
+    objective_args = [a for arg in CLI_OBJECTIVE_ARGS.get(name, []) for a in ("--objective_arg", arg)]
     code = main(["probe", "resample", "--candidates", str(noisy_digits), "--spaces", "pixels,random_conv",
-                 "--attack", "random_conv", "--objective", "fd", "--objective_arg", "population='batch'",
-                 "--steps", "15", "--draws", "2", "--sample_size", "150", "--json", str(out_json)])
+                 "--attack", "random_conv", "--objective", name, *objective_args, "--num_candidates", "200",
+                 "--steps", "15", "--draws", "2", "--sample_size", "150", "--reference_size", "400", "--json", str(out_json)])
     out = capsys.readouterr().out
     assert code == 0
+    assert f"minimise weighted {name} in random_conv" in out
     assert "random_conv (attacked)" in out and "pixels" in out and "FDr^k" in out
     record = json.loads(out_json.read_text())[0]
-    assert record["spaces"]["random_conv"]["fd_after"] < record["spaces"]["random_conv"]["fd_before"]
+    if name == "fd":
+        assert record["spaces"]["random_conv"]["fd_after"] < record["spaces"]["random_conv"]["fd_before"]
 
 
 def test_cli_topn_with_linear_probe_and_errors(noisy_digits, capsys):

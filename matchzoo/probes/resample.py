@@ -75,12 +75,19 @@ class ProbeResult:
         return sum(r.fdr_after for r in self.rows) / len(self.rows)
 
 
-def optimise_logits(loss: Callable[[torch.Tensor], torch.Tensor], count: int, steps: int, lr: float) -> tuple[torch.Tensor, float, float]:
-    """Adam on logits ``(count,)`` from 0 to minimise ``loss(softmax(logits))``; returns (probabilities, first, last)."""
+def optimise_logits(loss: Callable[[torch.Tensor], torch.Tensor], count: int, steps: int, lr: float,
+                    before_step: Optional[Callable[[torch.Tensor], None]] = None) -> tuple[torch.Tensor, float, float]:
+    """Adam on logits ``(count,)`` from 0 to minimise ``loss(softmax(logits))``; returns (probabilities, first, last).
+
+    ``before_step(probabilities)`` (detached) runs before every evaluation: adversarial weighted forms train
+    their critic there against the current weighted measure.
+    """
     logits = torch.zeros(count, dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.Adam([logits], lr=lr)
     first = last = float("nan")
     for step in range(steps + 1):
+        if before_step is not None:
+            before_step(torch.softmax(logits.detach(), dim=0))
         value = loss(torch.softmax(logits, dim=0))
         if not torch.isfinite(value):
             raise MatchzooError(f"the weighted objective became {float(value)} at step {step}; lower --lr")
@@ -132,7 +139,8 @@ def resample_probe(
     """Optimise sampling weights against ``weighted_loss(candidates, weights)``; FD in every space before/after.
 
     The weights see ``attack_candidates`` ``(N, ...)`` when given (e.g. top-N class indicators), else the
-    features of ``attack_space``.
+    features of ``attack_space``. A ``weighted_loss`` with a ``critic_step(candidates, probabilities)``
+    method (an adversarial objective) gets it called before every weight update.
     """
     sample_size = sample_size or min(s.heldout.shape[0] for s in features.values())
     check_features(features, sample_size)
@@ -142,7 +150,10 @@ def resample_probe(
         attack_candidates = features[attack_space].candidates
     candidates = attack_candidates.detach()
     count = candidates.shape[0]
-    probabilities, first, last = optimise_logits(lambda p: weighted_loss(candidates, sample_size * p), count, steps, lr)
+    critic_step = getattr(weighted_loss, "critic_step", None)  # adversarial forms (see probes.weighted_adversarial)
+    before_step = (lambda p: critic_step(candidates, p)) if critic_step is not None else None
+    probabilities, first, last = optimise_logits(lambda p: weighted_loss(candidates, sample_size * p), count, steps, lr,
+                                                 before_step)
     uniform = torch.full((count,), 1.0 / count, dtype=torch.float64)
     before = draw_sets(uniform, sample_size, draws, seed)
     after = draw_sets(probabilities, sample_size, draws, seed)  # same stream: unchanged weights give the same sets

@@ -22,9 +22,27 @@ candidate ``i``, so integer weights give exactly the value of the set with every
 * **MMD²** (V-statistic): :math:`p^\top K_{xx}p - 2p^\top K_{xy}q + q^\top K_{yy}q` with ``q`` uniform and
   the ``mmd`` objective's own kernel (its ``gram`` and median-relative bandwidths).
 
-At uniform weights FD equals ``fd(population='batch')``, Bures equals ``bures`` and Sinkhorn equals
-``sinkhorn``; MMD equals the V-statistic (the ``mmd`` objective is the unbiased U-statistic, which is not a
-function of the measure and so has no weighted form that agrees with duplicated samples).
+The other registered objectives have their forms in their own modules (formulas there):
+
+* **kernel Bures²** (:mod:`~matchzoo.probes.weighted_kernel`): the weighted kernel covariance operator,
+  :math:`\sum_i s_i(H_pK_{ff}H_p^\top)_{ii} + t\operatorname{Tr}\tilde K_{rr} - 2\|\operatorname{diag}(\sqrt s)H_pK_{fr}H_q^\top\sqrt t\|_*`;
+* **sliced W₂²** (:mod:`~matchzoo.probes.weighted_sliced`): per direction, 1-D OT between the weighted and the
+  uniform quantile functions, the weights entering through the cumulative-weight breakpoints; one fixed draw
+  of the objective's ``num_projections`` directions;
+* **sinkhorn_transport** (:mod:`~matchzoo.probes.weighted_transport`): the debiased entropic OT divergence
+  (cost :math:`\|x-y\|^2`, no self-transport) whose feature gradient is the objective's displacement;
+* **adversarial** objectives, ``san`` and max-sliced ``sliced_wasserstein``
+  (:mod:`~matchzoo.probes.weighted_adversarial`): the weighted generator loss against the objective's own
+  critic, which keeps training on the weighted measure between weight updates.
+
+Where ``w = 1`` cannot give the objective's own value: ``mmd`` (the objective is the unbiased U-statistic,
+which is not a function of the measure and so has no weighted form that agrees with duplicated samples; the
+form is the V-statistic); ``sinkhorn_transport`` (its value is a constant-scale surrogate; the form
+reproduces its gradient, ``D`` times); ``sliced_wasserstein`` with random directions agrees when the objective
+is evaluated along the same directions (it draws fresh ones on every call); the adversarial forms agree for
+the critic of that moment. Everywhere else (FD with ``population='batch'``, Bures, kernel Bures, Sinkhorn)
+uniform weights give the objective's value, and every form gives the duplicated set's value at integer
+weights.
 
 An objective supports the resample probe when its registry name is in :data:`WEIGHTED_BUILDERS` or when
 its class defines ``weighted_loss(candidates, weights, reference) -> scalar tensor`` itself.
@@ -180,12 +198,25 @@ def _mmd_builder(objective, reference: torch.Tensor) -> WeightedLoss:
     return lambda x, w: weighted_mmd(x, w, reference, lambda a, b: objective.gram(a, b, sigmas))
 
 
-WEIGHTED_BUILDERS: dict[str, Callable] = {
-    "fd": _frechet_builder,
-    "bures": _bures_builder,
-    "sinkhorn": _sinkhorn_builder,
-    "mmd": _mmd_builder,
-}
+def _builders() -> dict[str, Callable]:
+    from matchzoo.probes.weighted_adversarial import san_builder
+    from matchzoo.probes.weighted_kernel import kernel_bures_builder
+    from matchzoo.probes.weighted_sliced import sliced_builder
+    from matchzoo.probes.weighted_transport import transport_builder
+
+    return {
+        "fd": _frechet_builder,
+        "bures": _bures_builder,
+        "sinkhorn": _sinkhorn_builder,
+        "mmd": _mmd_builder,
+        "kernel_bures": kernel_bures_builder,
+        "sliced_wasserstein": sliced_builder,
+        "sinkhorn_transport": transport_builder,
+        "san": san_builder,
+    }
+
+
+WEIGHTED_BUILDERS: dict[str, Callable] = _builders()
 
 
 def weighted_loss_for(objective, reference: torch.Tensor) -> WeightedLoss:
