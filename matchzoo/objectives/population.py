@@ -96,7 +96,7 @@ class QueuePopulation(LazyStateModule):
             raise MatchzooError("FD-loss needs at least 2 generated samples (batch size >= 2)")
         dropped_sum, dropped_outer = dropped.sum(0), dropped.T @ dropped  # (D,), (D, D)
         live_sum, live_outer = live64.sum(0), live64.T @ live64  # (D,), (D, D), with gradient
-        self._pending = (self._batch_key(live), dropped_sum, dropped_outer, live_sum.detach(), live_outer.detach())
+        self._pending = (live.detach(), self._batch_key(live), dropped_sum, dropped_outer, live_sum.detach(), live_outer.detach())
         mean = (self.feature_sum - dropped_sum + live_sum) / n
         second = (self.outer_sum - dropped_outer + live_outer) / n
         cov = second - torch.outer(mean, mean)
@@ -110,16 +110,20 @@ class QueuePopulation(LazyStateModule):
         return PopulationMoments(mean, cov, n, 1.0 / n, centered)
 
     def _batch_key(self, live: torch.Tensor) -> tuple:
-        """Identifies (queue state, live batch contents): the in-place version counter changes on any write."""
-        return (int(self.count), int(self.write_pos), live.data_ptr(), live._version, tuple(live.shape), live.dtype, live.device)
+        """Identifies (queue state, live batch contents). The pending entry keeps the batch's storage alive,
+        so an equal address means the same storage, and the version counter changes on any in-place write."""
+        return (int(self.count), int(self.write_pos), live.data_ptr(), live._version, live.shape, live.stride(), live.dtype)
+
+    def _same_batch(self, pending: tuple, live: torch.Tensor) -> bool:
+        return pending[1] == self._batch_key(live)
 
     @torch.no_grad()
     def advance(self, live: torch.Tensor) -> None:
         self._ensure_state(live)
         slots, dropped_slots = self._slots(live.shape[0])
         pending, self._pending = self._pending, None
-        if pending is not None and pending[0] == self._batch_key(live):  # moments() of this very batch: reuse
-            _, dropped_sum, dropped_outer, live_sum, live_outer = pending
+        if pending is not None and self._same_batch(pending, live):  # moments() of this very batch: reuse
+            _, _, dropped_sum, dropped_outer, live_sum, live_outer = pending
         else:
             dropped = self.features[dropped_slots].to(torch.float64)
             live64 = live.detach().to(torch.float64)
