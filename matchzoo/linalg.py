@@ -251,9 +251,7 @@ def frechet_distance(feats_a: ArrayLike, feats_b: ArrayLike) -> float:
     a, b = as_float64_tensor(feats_a), as_float64_tensor(feats_b)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"need two (N, D) arrays with the same D, got {tuple(a.shape)} and {tuple(b.shape)}")
-    for name, t in (("feats_a", a), ("feats_b", b)):
-        if not torch.isfinite(t).all():
-            raise ValueError(f"{name} contains NaN or inf")
+    check_finite(feats_a=a, feats_b=b)
     if min(a.shape[0], b.shape[0]) < 2:
         raise ValueError(f"need at least 2 samples on each side, got {a.shape[0]} and {b.shape[0]}")
     if a.shape[0] > b.shape[0]:
