@@ -94,34 +94,35 @@ def dinov2_preprocessing(layer: str) -> Preprocessing:
                          layer=layer)
 
 
+class DinoV2(TimmSpace):
+    """DINOv2 in the FD_DINOv2 convention: 224px Pillow-bicubic, ImageNet mean/std, final-norm CLS token."""
+
+    create_kwargs = {"img_size": 224, "global_pool": "token"}
+    preprocessing = dinov2_preprocessing("CLS token after final LayerNorm")
+
+
 @register_feature_space("dinov2_vits14")
-class DinoV2Small(TimmSpace):
+class DinoV2Small(DinoV2):
     """DINOv2 ViT-S/14 (FD_DINOv2 convention): 224px Pillow-bicubic, ImageNet mean/std, final-norm CLS token, 384-d."""
 
     timm_name = "vit_small_patch14_dinov2.lvd142m"
-    create_kwargs = {"img_size": 224, "global_pool": "token"}
     dim = 384
-    preprocessing = dinov2_preprocessing("CLS token after final LayerNorm")
 
 
 @register_feature_space("dinov2_vitb14")
-class DinoV2Base(TimmSpace):
+class DinoV2Base(DinoV2):
     """DINOv2 ViT-B/14 (FD_DINOv2 convention): 224px Pillow-bicubic, ImageNet mean/std, final-norm CLS token, 768-d."""
 
     timm_name = "vit_base_patch14_dinov2.lvd142m"
-    create_kwargs = {"img_size": 224, "global_pool": "token"}
     dim = 768
-    preprocessing = dinov2_preprocessing("CLS token after final LayerNorm")
 
 
 @register_feature_space("dinov2_vitl14")
-class DinoV2Large(TimmSpace):
+class DinoV2Large(DinoV2):
     """DINOv2 ViT-L/14 (FD_DINOv2 convention): 224px Pillow-bicubic, ImageNet mean/std, final-norm CLS token, 1024-d."""
 
     timm_name = "vit_large_patch14_dinov2.lvd142m"
-    create_kwargs = {"img_size": 224, "global_pool": "token"}
     dim = 1024
-    preprocessing = dinov2_preprocessing("CLS token after final LayerNorm")
 
 
 @register_feature_space("mae_vitl16")
