@@ -208,3 +208,9 @@ def test_max_sliced_directions_can_be_optimised_before_sizing_and_checkpointed()
     fresh.load_state_dict(objective.state_dict())
     torch.testing.assert_close(fresh.directions, objective.directions)
     assert fresh(x, y).loss.item() == pytest.approx(objective(x, y).loss.item())
+
+
+@pytest.mark.parametrize("bandwidth", [0.0, -1.0, "wide"])
+def test_kernel_bures_rejects_a_bandwidth_that_is_not_positive(bandwidth):
+    with pytest.raises(MatchzooError, match="kernel_bures bandwidth must be a number > 0"):
+        KernelBures(bandwidth=bandwidth)

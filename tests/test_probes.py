@@ -500,6 +500,13 @@ def test_cli_topn_with_linear_probe_and_errors(noisy_digits, capsys):
     assert main(["probe", "resample", "--candidates", str(noisy_digits), "--spaces", "pixels", "--attack", "random_conv"]) == 2
     assert "--attack 'random_conv' must be one of the --spaces" in capsys.readouterr().err
     assert main(["probe", "resample", "--candidates", "/nonexistent.npz", "--attack", "pixels", "--spaces", "pixels"]) == 2
+    capsys.readouterr()
+    for objective_arg, message in [("critic_lr=abc", "cannot build san with {'critic_lr': 'abc'}: could not convert"),
+                                   ("nope=1", "cannot build san with {'nope': 1}: ")]:
+        assert main(["probe", "resample", "--candidates", str(noisy_digits), "--spaces", "pixels", "--attack", "pixels",
+                     "--objective", "san", "--objective_arg", objective_arg]) == 2
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(errors) == 1 and message in errors[0] and errors[0].startswith("matchzoo: error: --objective_arg")
 
 
 def test_unchanged_weights_give_identical_before_and_after():

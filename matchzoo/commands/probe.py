@@ -73,7 +73,12 @@ def run(args: argparse.Namespace) -> int:
         if reference.shape[0] > args.reference_size:
             order = torch_randperm(reference.shape[0], args.seed)[: args.reference_size]
             reference = reference[order]
-        objective = matchzoo.make_objective(args.objective, **_objective_kwargs(args.objective_arg))
+        kwargs = _objective_kwargs(args.objective_arg)
+        try:
+            objective = matchzoo.make_objective(args.objective, **kwargs)
+        except (TypeError, ValueError) as error:  # a wrong --objective_arg name or value
+            first = str(error).splitlines()[0]
+            raise MatchzooError(f"--objective_arg: cannot build {args.objective} with {kwargs}: {first}") from None
         objective.prepare_reference(reference)
         label = f"resample: minimise weighted {args.objective} in {args.attack}"
         result = resample.resample_probe(features, args.attack, weighted_loss_for(objective, reference), label=label, **common)

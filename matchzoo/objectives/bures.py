@@ -123,6 +123,8 @@ class KernelBures(Objective):
         super().__init__()
         if kernel not in KERNELS:
             raise MatchzooError(f"kernel_bures kernel must be one of {', '.join(KERNELS)}; got {kernel!r}")
+        if bandwidth is not None and not (isinstance(bandwidth, (int, float)) and bandwidth > 0):
+            raise MatchzooError(f"kernel_bures bandwidth must be a number > 0 (or None: the median distance); got {bandwidth!r}")
         self.kernel, self.bandwidth, self.degree, self.gamma, self.coef0 = kernel, bandwidth, int(degree), gamma, float(coef0)
         self.center, self.normalize_rows, self.divide_by_n = bool(center), bool(normalize_rows), bool(divide_by_n)
 
