@@ -5,10 +5,17 @@ FD with the reference cached, and the relative agreement of the two values.
 """
 import sys
 import time
+from pathlib import Path
 
 import torch
 
 from matchzoo.metrics.frechet import FrechetReference, StreamingMoments
+
+def fail(message: str) -> None:
+    """Bad input: one line on stderr, exit status 2 (the project's convention)."""
+    print(f"{Path(__file__).name}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
 
 def stats(x, batch=4096):
     m = StreamingMoments()
@@ -20,6 +27,10 @@ def sync(device):
     if device == "cuda":
         torch.cuda.synchronize()
 
+if not torch.cuda.is_available():
+    fail("no CUDA device is visible here; this benchmark compares CUDA with the CPU")
+if not all(a.isdigit() for a in sys.argv[1:]):
+    fail("usage: python benchmarks/frechet_device.py [D ...]  (feature dimensions, e.g. 768 2048)")
 dims = [int(a) for a in sys.argv[1:]] or [768, 2048]
 for dim in dims:
     g = torch.Generator().manual_seed(0)

@@ -22,6 +22,12 @@ from matchzoo import config
 from matchzoo.run import build_settings
 from matchzoo.train.trainer import Trainer
 
+def fail(message: str) -> None:
+    """Bad input: one line on stderr, exit status 2 (the project's convention)."""
+    print(f"{Path(__file__).name}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 SPACES = {  # the pretrained spaces each config trains in
     "fd_inception": ["inception"], "sinkhorn_dino": ["dinov2_vitb14"], "kernel_bures_dino": ["dinov2_vitb14"],
     "san_dino": ["dinov2_vitb14"], "bures_clip": ["clip_vitb32"],
@@ -60,12 +66,15 @@ def measure(name: str, compiled: bool, data: Path, images: int, steps: int, batc
 
 
 def main() -> None:
+    if len(sys.argv) not in (5, 6) or not all(a.isdigit() for a in sys.argv[1:4]):
+        fail("usage: python benchmarks/train_step.py IMAGES STEPS BATCH CONFIG[,CONFIG...] [0|1|0,1]  "
+                 "(e.g. 4096 20 256 sinkhorn_dino 0)")
     images, steps, batch = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     configs = sys.argv[4].split(",")
     modes = [m == "1" for m in (sys.argv[5] if len(sys.argv) > 5 else "0,1").split(",")]
     unknown = [name for name in configs if name not in SPACES]
     if unknown:
-        sys.exit(f"unknown config(s) {', '.join(unknown)}; choose from {', '.join(SPACES)}")
+        fail(f"unknown config(s) {', '.join(unknown)}; choose from {', '.join(SPACES)}")
     data = Path(tempfile.mkdtemp()) / "images.npz"
     pixels = np.random.default_rng(0).integers(0, 256, size=(images, 64, 64, 3), dtype=np.uint8)
     np.savez(data, images=pixels)
