@@ -134,20 +134,36 @@ def test_trace_sqrt_psd_gradient_matches_finite_differences():
 
 
 def test_dual_form_gradient_is_finite_and_matches_finite_differences():
+    """Centring puts an exact null eigenvalue in the n x n matrix (rows of X_c sum to zero); in floating point
+    it is +-1e-15, and sqrt(round-off) ~ 3e-8 would swamp a central difference at eps = 1e-6. The reference
+    derivative is therefore taken on the same trace written without that eigenvalue: X_c = Q Q^T X with Q an
+    orthonormal basis of 1-perp, and the nonzero spectrum of X_c R X_c^T equals that of the
+    (n-1) x (n-1) matrix (Q^T X) R (Q^T X)^T, whose eigenvalues are well separated from 0."""
     rng = np.random.default_rng(9)
     ref_cov = torch.from_numpy(random_spd(rng, 12))
-    x = torch.from_numpy(rng.normal(size=(6, 12))).requires_grad_(True)  # n < D: singular inner matrix
+    x = torch.from_numpy(rng.normal(size=(6, 12))).requires_grad_(True)  # n < D: singular covariance
+    basis = torch.from_numpy(np.linalg.svd(np.eye(6) - 1 / 6)[0][:, :5])  # (6, 5), orthonormal basis of 1-perp
 
     def trace_term(x):
         return linalg.trace_sqrt_product_dual(x - x.mean(0), ref_cov)
 
+    def reduced_trace_term(x):  # same value, no null eigenvalue
+        reduced = basis.T @ x  # (5, 12)
+        return linalg.trace_sqrt_psd(reduced @ ref_cov @ reduced.T / 5)
+
     (grad,) = torch.autograd.grad(trace_term(x), x)
     assert torch.isfinite(grad).all()
-    direction = torch.from_numpy(rng.normal(size=(6, 12)))
-    eps = 1e-6
     with torch.no_grad():
-        numeric = (trace_term(x + eps * direction) - trace_term(x - eps * direction)) / (2 * eps)
-    assert float((grad * direction).sum()) == pytest.approx(float(numeric), rel=1e-6)
+        # equal up to the sqrt(round-off) that the null eigenvalue adds to the centred form (~2e-8 here)
+        assert float(reduced_trace_term(x)) == pytest.approx(float(trace_term(x)), rel=1e-8)
+        eigenvalues = torch.linalg.eigvalsh((basis.T @ x) @ ref_cov @ (basis.T @ x).T / 5)
+    assert float(eigenvalues.min()) > 1e-2 * float(eigenvalues.max())  # well-posed central difference
+    eps = 1e-6
+    for _ in range(3):
+        direction = torch.from_numpy(rng.normal(size=(6, 12)))
+        with torch.no_grad():
+            numeric = (reduced_trace_term(x + eps * direction) - reduced_trace_term(x - eps * direction)) / (2 * eps)
+        assert float((grad * direction).sum()) == pytest.approx(float(numeric), rel=1e-6)
 
 
 def test_eval_path_equals_grad_path():
