@@ -11,9 +11,14 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import gin
 
-from matchzoo.errors import UnknownNameError
+from matchzoo.errors import MatchzooError, UnknownNameError
 
 T = TypeVar("T")
+
+
+class RegistrationError(MatchzooError, ValueError):
+    """A name that cannot be registered (taken, or not an identifier): a user error, one line from the CLI
+    (e.g. when a module imported by a gin file registers a taken name). Also a ``ValueError``."""
 
 
 class Registry:
@@ -26,11 +31,11 @@ class Registry:
 
     def register(self, name: str) -> Callable[[type[T]], type[T]]:
         if not isinstance(name, str) or not name.isidentifier():
-            raise ValueError(f"{self.kind} name must be a Python identifier (gin needs one), got {name!r}")
+            raise RegistrationError(f"{self.kind} name must be a Python identifier (gin needs one), got {name!r}")
 
         def decorator(cls: type[T]) -> type[T]:
             if name in self._entries:
-                raise ValueError(
+                raise RegistrationError(
                     f"{self.kind} {name!r} is already registered (by {_qualname(self._entries[name])}); "
                     f"choose another name"
                 )

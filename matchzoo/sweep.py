@@ -5,15 +5,21 @@ shared by all cells, and grid axes ``binding -> [gin value, ...]``. Grid values 
 (``@fd()``, ``@a/sinkhorn()``, ``0.1``, ``'x'``), parsed with gin's own parser so the command line and
 sweep files accept exactly gin syntax::
 
-    python -m matchzoo sweep --gin gin/quickstart.gin \\
-        --grid 'term.objective=[@fd(), @sinkhorn()]' --grid 'term.space=[@pixels(), @random_conv()]'
+    python -m matchzoo sweep --gin gin/offline/fd.gin --gin gin/offline/sinkhorn.gin \\
+        --grid 'term.space=[@pixels(), @random_conv()]' --grid 'train.lr=[1e-3, 3e-4]'
 
-or a sweep file (``gin/sweeps/*.gin``) holding only ``sweep.*`` bindings::
+or a sweep file (``gin/sweeps/*.gin``) holding only ``sweep.*`` bindings (any other ``--gin`` file, with
+its includes and imports, is an experiment)::
 
-    sweep.name = 'offline_zoo'
+    sweep.name = 'smoke'
     sweep.experiments = ['../quickstart.gin']          # relative to the sweep file, or to gin/
     sweep.gin_params = ['train.steps = 300']
-    sweep.grid = {'term.objective': [@fd(), @sinkhorn()], 'term.space': [@pixels(), @random_conv()]}
+    sweep.grid = {'ssl/term.objective': [@fd(), @sinkhorn()], 'ssl/term.space': [@digits_ssl(), @random_conv()]}
+
+Before any cell runs, :func:`refuse_no_op_cells` parses every cell (nothing is built) and refuses, in one
+line, an axis that repeats a value and any axis or fixed binding an experiment shadows with more specific
+scoped bindings (``term.objective`` on the quickstart, whose terms are ``ssl/term`` and ``px/term``): such
+a grid would train the same run in every cell.
 
 Each cell is identified by a **cell id**: a hash of the experiment file (name *and* content) and of the
 cell's bindings. Runs carry the tags ``sweep`` (the sweep name), ``sweep_cell`` (cell id) and
@@ -32,7 +38,6 @@ import json
 import re
 import sys
 import time
-import tokenize
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +45,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from gin import config_parser
 
+from matchzoo import config
 from matchzoo.errors import MatchzooError
 from matchzoo.train.tracking import search_all_runs, summary_params
 
@@ -49,67 +55,19 @@ SPEC_KEYS = ("name", "experiments", "gin_params", "grid", "experiment")
 
 # ----------------------------------------------------------------------------- gin text <-> values
 
-
-@dataclass(frozen=True)
-class GinReference:
-    """``@name()`` (evaluate=True) or ``@name`` as written in gin; kept as text for bindings."""
-
-    name: str
-    evaluate: bool
-
-    def __str__(self) -> str:
-        return f"@{self.name}{'()' if self.evaluate else ''}"
-
-
-@dataclass(frozen=True)
-class GinMacro:
-    name: str
-
-    def __str__(self) -> str:
-        return f"%{self.name}"
-
-
-class _TextDelegate(config_parser.ParserDelegate):
-    """Parses references and macros into placeholders instead of resolving them (no global gin state)."""
-
-    def configurable_reference(self, scoped_configurable_name, evaluate):
-        return GinReference(scoped_configurable_name, evaluate)
-
-    def macro(self, macro_name):
-        return GinMacro(macro_name)
-
-
-def gin_text(value: Any) -> str:
-    """Gin source text for a parsed value (inverse of the parser for the literals gin accepts)."""
-    if isinstance(value, (GinReference, GinMacro)):
-        return str(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(gin_text(v) for v in value) + "]"
-    if isinstance(value, tuple):
-        inner = ", ".join(gin_text(v) for v in value)
-        return f"({inner},)" if len(value) == 1 else f"({inner})"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{gin_text(k)}: {gin_text(v)}" for k, v in value.items()) + "}"
-    return repr(value)
+# the text-level gin helpers live with every other gin call in matchzoo.config; kept importable from here
+TextDelegate, GinReference, GinMacro, gin_text, binding_key = (
+    config.TextDelegate, config.GinReference, config.GinMacro, config.gin_text, config.binding_key)
+_TextDelegate = TextDelegate
 
 
 def parse_statements(text: str, source: str) -> list[config_parser.BindingStatement]:
-    """Binding statements of gin ``text``; syntax errors become one line naming ``source``."""
-    try:
-        statements = list(config_parser.ConfigParser(text, _TextDelegate()))
-    except SyntaxError as error:
-        raise MatchzooError(f"{source}: gin syntax error: {error.msg} (line {error.lineno}: {str(error.text).strip()!r})") from None
-    except tokenize.TokenError as error:  # unbalanced brackets reach the tokenizer first
-        raise MatchzooError(f"{source}: gin syntax error: {error.args[0]}") from None
+    """Binding statements of gin ``text``; syntax errors, includes and imports become one line naming ``source``."""
+    statements = config.statements(text, source)
     for statement in statements:
         if not isinstance(statement, config_parser.BindingStatement):
             raise MatchzooError(f"{source}: only bindings are allowed here, got {type(statement).__name__}")
     return statements
-
-
-def binding_key(statement: config_parser.BindingStatement) -> str:
-    scope = f"{statement.scope}/" if statement.scope else ""
-    return f"{scope}{statement.selector}.{statement.arg_name}"
 
 
 def parse_grid_arg(arg: str) -> tuple[str, list[str]]:
@@ -130,6 +88,11 @@ class SweepSpec:
     gin_params: list[str] = field(default_factory=list)
     name: Optional[str] = None
     experiment: Optional[str] = None  # MLflow experiment override (binds train.experiment)
+    sources: dict[str, str] = field(default_factory=dict)  # grid axis -> where the user wrote it (for errors)
+    gin_param_sources: dict[str, str] = field(default_factory=dict)  # fixed binding -> where it came from
+
+    def axis_source(self, key: str) -> str:
+        return self.sources.get(key) or f"--grid '{key}=[{', '.join(self.grid[key])}]'"
 
 
 @dataclass(frozen=True)
@@ -158,14 +121,15 @@ class Cell:
 
 
 def is_sweep_file(path: Path) -> bool:
-    statements = parse_statements(path.read_text(), str(path))
-    return any(s.selector == "sweep" for s in statements)
+    """A file with ``sweep.*`` bindings; anything else (includes and imports too) is an experiment."""
+    return any(isinstance(s, config_parser.BindingStatement) and s.selector == "sweep" and not s.scope
+               for s in config.statements(config.read_gin_text(path), str(path)))
 
 
 def load_sweep_file(path: Path) -> SweepSpec:
     """A :class:`SweepSpec` from a file of ``sweep.*`` bindings (see module docstring)."""
     values: dict[str, Any] = {}
-    for statement in parse_statements(path.read_text(), str(path)):
+    for statement in parse_statements(config.read_gin_text(path), str(path)):
         if statement.selector != "sweep" or statement.scope or statement.arg_name not in SPEC_KEYS:
             raise MatchzooError(
                 f"{path}: unexpected binding {binding_key(statement)!r}; a sweep file holds only "
@@ -178,12 +142,15 @@ def load_sweep_file(path: Path) -> SweepSpec:
     if not isinstance(grid, dict) or any(not isinstance(v, list) or not v for v in grid.values()):
         raise MatchzooError(f"{path}: sweep.grid must map 'binding' -> [non-empty list of gin values]")
     experiments = [str(_resolve_relative(str(e), path.parent)) for e in values["experiments"]]
+    gin_params = [str(p) for p in values.get("gin_params", [])]
     return SweepSpec(
         experiments=experiments,
         grid={str(k): [gin_text(v) for v in vs] for k, vs in grid.items()},
-        gin_params=[str(p) for p in values.get("gin_params", [])],
+        gin_params=gin_params,
         name=values.get("name"),
         experiment=values.get("experiment"),
+        sources={str(k): f"sweep.grid axis {str(k)!r} of {path}" for k in grid},
+        gin_param_sources={p: f"sweep.gin_params entry {p!r} of {path}" for p in gin_params},
     )
 
 
@@ -209,6 +176,8 @@ def build_spec(gin_files: Sequence[str], grid_args: Sequence[str], gin_params: S
             spec.experiments += loaded.experiments
             spec.grid.update(loaded.grid)
             spec.gin_params += loaded.gin_params
+            spec.sources.update(loaded.sources)
+            spec.gin_param_sources.update(loaded.gin_param_sources)
             spec.name = spec.name or loaded.name
             spec.experiment = spec.experiment or loaded.experiment
         else:
@@ -218,6 +187,7 @@ def build_spec(gin_files: Sequence[str], grid_args: Sequence[str], gin_params: S
     for arg in grid_args:
         key, values = parse_grid_arg(arg)
         spec.grid[key] = values
+        spec.sources[key] = f"--grid {arg!r}"
     spec.gin_params += list(gin_params)
     spec.name = name or spec.name
     spec.experiment = experiment or spec.experiment
@@ -250,6 +220,43 @@ def sweep_name(spec: SweepSpec, cells: Sequence[Cell]) -> str:
             raise MatchzooError(f"sweep name {spec.name!r}: use letters, digits, '_', '-' and '.' only")
         return str(spec.name)
     return "sweep-" + hashlib.sha256(",".join(c.cell_id for c in cells).encode()).hexdigest()[:8]
+
+
+# ----------------------------------------------------------------------------- no cell may be a no-op
+
+
+def refuse_no_op_cells(spec: SweepSpec, cells: Sequence[Cell]) -> None:
+    """Before any cell runs, refuse a grid whose cells cannot differ: an axis that lists a value twice, or an
+    axis or fixed binding that an experiment shadows with more specific (scoped) bindings. Costs one gin
+    parse per cell; nothing is built."""
+    for key, values in spec.grid.items():
+        repeated = sorted({value for value in values if values.count(value) > 1})
+        if repeated:
+            raise MatchzooError(f"{spec.axis_source(key)}: {', '.join(repeated)} appears more than once; "
+                                f"those cells would be the same run")
+    for cell in cells:
+        _refuse_dead_bindings(spec, cell)
+
+
+def _refuse_dead_bindings(spec: SweepSpec, cell: Cell) -> None:
+    try:
+        config.parse([cell.experiment_file], cell.gin_params, check_overrides=False)
+    except MatchzooError:
+        return  # such a cell fails when it runs and is recorded as a FAILED run, like any other failure
+    where = f" with {Path(cell.experiment_file).name}"
+    for param in spec.gin_params:
+        source = spec.gin_param_sources.get(param, f"--gin_param {param!r}")
+        config.refuse_dead(param, source + where, lambda key, value: f"--gin_param '{key}={value}'")
+    for key, value in cell.bindings:
+        config.refuse_dead(f"{key} = {value}", spec.axis_source(key) + where, _axis_example(spec, key))
+
+
+def _axis_example(spec: SweepSpec, key: str) -> Callable[[str, str], str]:
+    """How to write the axis on another binding, in the syntax the user wrote it in."""
+    values = ", ".join(spec.grid[key])
+    if spec.axis_source(key).startswith("sweep.grid"):
+        return lambda other, _: f"sweep.grid = {{'{other}': [{values}]}}"
+    return lambda other, _: f"--grid '{other}=[{values}]'"
 
 
 # ----------------------------------------------------------------------------- running
@@ -291,6 +298,7 @@ def run_sweep(spec: SweepSpec, runner: Optional[Runner] = None, client=None, log
     runner = runner or _default_runner
     cells = expand(spec)
     name = sweep_name(spec, cells)
+    refuse_no_op_cells(spec, cells)
     done = finished_cells(client, name)
     result = SweepResult(name)
     log(f"sweep {name!r}: {len(cells)} cells, {sum(c.cell_id in done for c in cells)} already finished")

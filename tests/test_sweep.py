@@ -168,3 +168,4 @@ def test_shipped_sweep_files_expand():
         cells = sweep.expand(spec)
         assert cells and all(Path(c.experiment_file).is_file() for c in cells)
         assert sweep.sweep_name(spec, cells) == file.stem
+        sweep.refuse_no_op_cells(spec, cells)  # no axis is shadowed by an experiment's scoped bindings

@@ -23,11 +23,10 @@ def run(args: argparse.Namespace) -> int:
 
     spec = sweep.build_spec(args.gin, args.grid, args.gin_param, args.name, args.experiment)
     if args.dry_run:
-        from matchzoo.train.tracking import client
-
         cells = sweep.expand(spec)
         name = sweep.sweep_name(spec, cells)
-        done = sweep.finished_cells(client(), name)
+        sweep.refuse_no_op_cells(spec, cells)
+        done = _finished_cells(name)
         print(f"sweep {name!r}: {len(cells)} cells")
         for cell in cells:
             state = f"finished (run {done[cell.cell_id]})" if cell.cell_id in done else "to run"
@@ -36,3 +35,16 @@ def run(args: argparse.Namespace) -> int:
     result = sweep.run_sweep(spec)
     print(f"compare them: python -m matchzoo compare --sweep {result.name}")
     return 1 if result.failed else 0
+
+
+def _finished_cells(name: str) -> dict[str, str]:
+    """Finished cells of the sweep; a dry run on a store that does not exist yet does not create one."""
+    from pathlib import Path
+
+    from matchzoo import sweep
+    from matchzoo.train.tracking import client, tracking_uri
+
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        return {}
+    return sweep.finished_cells(client(), name)
