@@ -6,21 +6,46 @@ import ast
 import json
 from pathlib import Path
 
+from matchzoo.validate import integer, non_negative_int, option, positive_int, positive_real
+
 HELP = "metric-hacking probes: 'resample' (minimise a weighted objective in one space) and 'topn' (class histograms)"
+
+
+# Upper bounds keep a typo (an extra zero or two) from allocating for hours instead of failing at once.
+MAX_COUNT = 10**7
+MAX_SEED = 2**63 - 1
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--candidates", required=True, help="candidate images: .npz, or a run's checkpoint file/folder")
-    parser.add_argument("--num_candidates", type=int, help="how many candidates to use/sample (default: all, or 5000 from a generator)")
+    parser.add_argument("--num_candidates", type=option(positive_int, MAX_COUNT),
+                        help="how many candidates to use/sample (default: all, or 5000 from a generator)")
     parser.add_argument("--reference", default="digits", help="dataset registry name; its train split is the reference (default digits)")
     parser.add_argument("--spaces", default="pixels,random_conv,digits_classifier,digits_ssl",
                         help="comma-separated evaluation spaces (default: the offline ones)")
-    parser.add_argument("--sample_size", type=int, help="size of each drawn set (default: the held-out split size, for FDr)")
-    parser.add_argument("--draws", type=int, default=5, help="resampled sets per condition (default 5)")
-    parser.add_argument("--steps", type=int, default=300, help="Adam steps on the log-weights (default 300)")
-    parser.add_argument("--lr", type=float, default=0.05, help="Adam learning rate on the log-weights (default 0.05)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sample_size", type=option(integer, 2, MAX_COUNT),
+                        help="size of each drawn set (default: the held-out split size, for FDr)")
+    parser.add_argument("--draws", type=option(positive_int, 10**5), default=5, help="resampled sets per condition (default 5)")
+    parser.add_argument("--steps", type=option(non_negative_int, MAX_COUNT), default=300,
+                        help="Adam steps on the log-weights (default 300; 0 keeps uniform weights)")
+    parser.add_argument("--lr", type=option(positive_real), default=0.05,
+                        help="Adam learning rate on the log-weights (default 0.05)")
+    parser.add_argument("--seed", type=option(integer, 0, MAX_SEED), default=0, help="seed of every random choice (default 0)")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--no_progress", action="store_true", help="hide the tqdm bars (shown on stderr by default)")
+
+
+def top_n_values(text: str) -> list[int]:
+    """``--top_n 1,2,3``: a comma-separated list of positive integers."""
+    values = [item.strip() for item in text.split(",") if item.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers such as 1,2,3, got {text!r}")
+    check = option(positive_int, MAX_COUNT)
+    try:
+        return [check(item) for item in values]
+    except argparse.ArgumentTypeError as error:
+        raise argparse.ArgumentTypeError(
+            f"{error} (in {text!r}; expected comma-separated positive integers such as 1,2,3)") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,12 +56,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     resample.add_argument("--objective", default="fd", help="registered objective with a weighted form (default fd)")
     resample.add_argument("--objective_arg", action="append", default=[], metavar="KEY=VALUE",
                           help="constructor argument of the objective, e.g. blur=0.1 (repeatable)")
-    resample.add_argument("--reference_size", type=int, default=5000,
+    resample.add_argument("--reference_size", type=option(integer, 2, MAX_COUNT), default=5000,
                           help="reference samples the weighted objective sees (subsampled when larger; default 5000)")
     topn = probes.add_parser("topn", help="soft Top-N class-histogram matching with a classifier space")
     _common(topn)
     topn.add_argument("--classifier", default="digits_classifier", help="classifier space (default digits_classifier)")
-    topn.add_argument("--top_n", default="1,2,3,5", help="comma-separated N values to sweep (default 1,2,3,5)")
+    topn.add_argument("--top_n", type=top_n_values, default=[1, 2, 3, 5],
+                      help="comma-separated N values to sweep (default 1,2,3,5)")
 
 
 def _objective_kwargs(items: list[str]) -> dict:
@@ -56,55 +82,84 @@ def _objective_kwargs(items: list[str]) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     import matchzoo
-    from matchzoo.errors import MatchzooError
-    from matchzoo.probes import inputs, resample, topn
-    from matchzoo.probes.weighted import weighted_loss_for
+    from matchzoo.probes import inputs, resample
+    from matchzoo.spaces.resolve import WeightsRequest, check_weights
 
     space_names = [s.strip() for s in args.spaces.split(",") if s.strip()]
+    _check_space_choice(args, space_names)
+    # mistakes in the options and missing weights (all of them, one line) are reported before any slow work
+    objective = _build_objective(args) if args.probe == "resample" else None
+    check_weights([WeightsRequest(name, setting="") for name in space_names])
+    progress = not args.no_progress
     dataset = matchzoo.make_dataset(args.reference)
-    candidates = inputs.load_candidates(args.candidates, args.num_candidates, args.seed)
-    spaces, features = inputs.evaluation_features(space_names, dataset, candidates)
-    common = dict(sample_size=args.sample_size, steps=args.steps, lr=args.lr, draws=args.draws, seed=args.seed)
-    results = []
+    candidates = inputs.load_candidates(args.candidates, args.num_candidates, args.seed, progress=progress)
+    spaces, features = inputs.evaluation_features(space_names, dataset, candidates, progress=progress)
+    common = dict(sample_size=args.sample_size, steps=args.steps, lr=args.lr, draws=args.draws, seed=args.seed,
+                  progress=progress)
     if args.probe == "resample":
-        if args.attack not in features:
-            raise MatchzooError(f"--attack {args.attack!r} must be one of the --spaces ({', '.join(space_names)})")
-        reference = features[args.attack].reference
-        if reference.shape[0] > args.reference_size:
-            order = torch_randperm(reference.shape[0], args.seed)[: args.reference_size]
-            reference = reference[order]
-        kwargs = _objective_kwargs(args.objective_arg)
-        try:
-            objective = matchzoo.make_objective(args.objective, **kwargs)
-        except (TypeError, ValueError) as error:  # a wrong --objective_arg name or value
-            first = str(error).splitlines()[0]
-            raise MatchzooError(f"--objective_arg: cannot build {args.objective} with {kwargs}: {first}") from None
-        objective.prepare_reference(reference)
-        label = f"resample: minimise weighted {args.objective} in {args.attack}"
-        result = resample.resample_probe(features, args.attack, weighted_loss_for(objective, reference), label=label, **common)
-        results.append(result)
-        print(resample.format_result(result, f"{label}; {candidates.shape[0]} candidates from {args.candidates}"))
+        results = [_resample(args, objective, features, candidates.shape[0], common)]
     else:
-        if args.classifier not in features:
-            raise MatchzooError(f"--classifier {args.classifier!r} must be one of the --spaces ({', '.join(space_names)})")
-        classifier = features[args.classifier]
-        probs, reference_probs, source = topn.class_probabilities(
-            spaces[args.classifier], dataset, candidates, classifier.reference, classifier.candidates, args.seed)
-        for n in [int(v) for v in args.top_n.split(",") if v.strip()]:
-            indicators = topn.topn_indicators(probs, n)
-            target = topn.topn_indicators(reference_probs, n).mean(dim=0)
-            label = f"topn: match top-{n} class histogram ({source})"
-            result = resample.resample_probe(features, None, topn.histogram_loss(indicators, target),
-                                             attack_candidates=indicators, label=label, **common)
-            result.extra["top_n"] = n
-            results.append(result)
-            print(resample.format_result(result, label))
-            print()
+        results = _topn(args, spaces, features, dataset, candidates, common)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps([resample.result_record(r) for r in results], indent=2))
         print(f"results written to {args.json}")
     return 0
+
+
+def _check_space_choice(args: argparse.Namespace, space_names: list[str]) -> None:
+    from matchzoo.errors import MatchzooError
+
+    option, chosen = ("--attack", args.attack) if args.probe == "resample" else ("--classifier", args.classifier)
+    if chosen not in space_names:
+        raise MatchzooError(f"{option} {chosen!r} must be one of the --spaces ({', '.join(space_names)})")
+
+
+def _build_objective(args: argparse.Namespace):
+    import matchzoo
+    from matchzoo.errors import MatchzooError
+
+    kwargs = _objective_kwargs(args.objective_arg)
+    try:
+        return matchzoo.make_objective(args.objective, **kwargs)
+    except (TypeError, ValueError) as error:  # a wrong --objective_arg name or value
+        first = str(error).splitlines()[0]
+        raise MatchzooError(f"--objective_arg: cannot build {args.objective} with {kwargs}: {first}") from None
+
+
+def _resample(args: argparse.Namespace, objective, features: dict, count: int, common: dict):
+    from matchzoo.probes import resample
+    from matchzoo.probes.weighted import weighted_loss_for
+
+    reference = features[args.attack].reference
+    if reference.shape[0] > args.reference_size:
+        order = torch_randperm(reference.shape[0], args.seed)[: args.reference_size]
+        reference = reference[order]
+    objective.prepare_reference(reference)
+    label = f"resample: minimise weighted {args.objective} in {args.attack}"
+    result = resample.resample_probe(features, args.attack, weighted_loss_for(objective, reference), label=label, **common)
+    print(resample.format_result(result, f"{label}; {count} candidates from {args.candidates}"))
+    return result
+
+
+def _topn(args: argparse.Namespace, spaces: dict, features: dict, dataset, candidates, common: dict) -> list:
+    from matchzoo.probes import resample, topn
+
+    classifier = features[args.classifier]
+    probs, reference_probs, source = topn.class_probabilities(
+        spaces[args.classifier], dataset, candidates, classifier.reference, classifier.candidates, args.seed)
+    results = []
+    for n in args.top_n:
+        indicators = topn.topn_indicators(probs, n)
+        target = topn.topn_indicators(reference_probs, n).mean(dim=0)
+        label = f"topn: match top-{n} class histogram ({source})"
+        result = resample.resample_probe(features, None, topn.histogram_loss(indicators, target),
+                                         attack_candidates=indicators, label=label, **common)
+        result.extra["top_n"] = n
+        results.append(result)
+        print(resample.format_result(result, label))
+        print()
+    return results
 
 
 def torch_randperm(n: int, seed: int):

@@ -5,13 +5,17 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
+from matchzoo import validate
 from matchzoo.errors import MatchzooError
 from matchzoo.probes.resample import SpaceFeatures
 
 
-def load_candidates(path: str, count: Optional[int] = None, seed: int = 0) -> torch.Tensor:
+def load_candidates(path: str, count: Optional[int] = None, seed: int = 0, progress: bool = False) -> torch.Tensor:
     """Candidate images ``(N, C, H, W)`` in [-1, 1]: an ``.npz`` of images, or ``count`` samples of a checkpoint's generator."""
+    if count is not None:  # a negative count used to slice from the end and keep N - |count| candidates
+        validate.positive_int("num_candidates", count)
     source = Path(path)
     if source.suffix == ".npz":
         from matchzoo.data import load_npz_images
@@ -27,20 +31,21 @@ def load_candidates(path: str, count: Optional[int] = None, seed: int = 0) -> to
     generator = load_generator(source)
     rng = torch.Generator().manual_seed(seed)
     total = count or 5000
+    starts = tqdm(range(0, total, 1000), desc="sampling candidates", unit="chunk", disable=not progress)
     with torch.no_grad():
-        chunks = [generator.sample(min(1000, total - start), generator=rng).cpu() for start in range(0, total, 1000)]
+        chunks = [generator.sample(min(1000, total - start), generator=rng).cpu() for start in starts]
     return torch.cat(chunks).clamp(-1.0, 1.0)
 
 
-def images_features(space, images: torch.Tensor) -> torch.Tensor:
+def images_features(space, images: torch.Tensor, progress: bool = False) -> torch.Tensor:
+    from matchzoo.data.datasets import TensorImages
     from matchzoo.data.features import extract_features
 
-    from matchzoo.data.datasets import TensorImages
-
-    return extract_features(space, TensorImages(images), progress=False)
+    return extract_features(space, TensorImages(images), desc=f"candidates in {space.name}", progress=progress)
 
 
-def evaluation_features(space_names: Sequence[str], dataset, candidates: torch.Tensor) -> tuple[dict, dict[str, SpaceFeatures]]:
+def evaluation_features(space_names: Sequence[str], dataset, candidates: torch.Tensor,
+                        progress: bool = False) -> tuple[dict, dict[str, SpaceFeatures]]:
     """``({name: space}, {name: SpaceFeatures})``: candidates, train (reference) and held-out features per space."""
     from matchzoo import make_feature_space
     from matchzoo.data.cache import reference_features
@@ -48,12 +53,12 @@ def evaluation_features(space_names: Sequence[str], dataset, candidates: torch.T
     if candidates.ndim != 4 or candidates.shape[1] != dataset.channels:
         raise MatchzooError(f"candidates have shape {tuple(candidates.shape)}; dataset {dataset.name!r} has {dataset.channels}-channel images")
     spaces, features = {}, {}
-    for name in space_names:
+    for name in tqdm(space_names, desc="features", unit="space", disable=not progress):
         space = make_feature_space(name)
         spaces[name] = space
         features[name] = SpaceFeatures(
-            candidates=images_features(space, candidates),
-            reference=reference_features(space, dataset, "train", progress=False),
-            heldout=reference_features(space, dataset, "heldout", progress=False),
+            candidates=images_features(space, candidates, progress),
+            reference=reference_features(space, dataset, "train", progress=progress),
+            heldout=reference_features(space, dataset, "heldout", progress=progress),
         )
     return spaces, features

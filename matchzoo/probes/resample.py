@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
+from tqdm.auto import tqdm
 
+from matchzoo import validate
 from matchzoo.errors import MatchzooError
 from matchzoo.metrics.fdrk import heldout_frechet_distance
 from matchzoo.metrics.frechet import FrechetReference
@@ -76,7 +78,8 @@ class ProbeResult:
 
 
 def optimise_logits(loss: Callable[[torch.Tensor], torch.Tensor], count: int, steps: int, lr: float,
-                    before_step: Optional[Callable[[torch.Tensor], None]] = None) -> tuple[torch.Tensor, float, float]:
+                    before_step: Optional[Callable[[torch.Tensor], None]] = None,
+                    progress: bool = False) -> tuple[torch.Tensor, float, float]:
     """Adam on logits ``(count,)`` from 0 to minimise ``loss(softmax(logits))``; returns (probabilities, first, last).
 
     ``before_step(probabilities)`` (detached) runs before every evaluation: adversarial weighted forms train
@@ -85,7 +88,8 @@ def optimise_logits(loss: Callable[[torch.Tensor], torch.Tensor], count: int, st
     logits = torch.zeros(count, dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.Adam([logits], lr=lr)
     first = last = float("nan")
-    for step in range(steps + 1):
+    bar = tqdm(range(steps + 1), desc="weights", unit="step", disable=not progress)
+    for step in bar:
         if before_step is not None:
             before_step(torch.softmax(logits.detach(), dim=0))
         value = loss(torch.softmax(logits, dim=0))
@@ -94,11 +98,13 @@ def optimise_logits(loss: Callable[[torch.Tensor], torch.Tensor], count: int, st
         if step == 0:
             first = float(value.detach())
         last = float(value.detach())
+        bar.set_postfix(objective=f"{last:.5g}", refresh=False)
         if step == steps:
             break
         optimizer.zero_grad()
         value.backward()
         optimizer.step()
+    bar.close()
     return torch.softmax(logits.detach(), dim=0), first, last
 
 
@@ -110,16 +116,29 @@ def draw_sets(probabilities: torch.Tensor, sample_size: int, draws: int, seed: i
 
 
 def fd_rows(features: dict[str, SpaceFeatures], before: torch.Tensor, after: torch.Tensor, attack_space: Optional[str],
-            seed: int) -> list[SpaceRow]:
+            seed: int, progress: bool = False) -> list[SpaceRow]:
     """Mean FD over the drawn sets (uniform ``before``, weighted ``after``) and the held-out baseline, per space."""
     rows = []
     sample_size = before.shape[1]
+    bar = tqdm(total=len(features) * (before.shape[0] + after.shape[0] + 1), desc="draws", unit="FD", disable=not progress)
     for name, space in features.items():
         reference = FrechetReference.from_features(space.reference)
-        mean_fd = lambda sets: sum(reference.distance_to_features(space.candidates[s]) for s in sets) / len(sets)  # noqa: E731
+        bar.set_postfix_str(name, refresh=False)
+        fd_before, fd_after = mean_fd(reference, space.candidates, before, bar), mean_fd(reference, space.candidates, after, bar)
         baseline = heldout_frechet_distance(space.heldout, reference, sample_size, seed)
-        rows.append(SpaceRow(name, mean_fd(before), mean_fd(after), baseline, attacked=name == attack_space))
+        bar.update()
+        rows.append(SpaceRow(name, fd_before, fd_after, baseline, attacked=name == attack_space))
+    bar.close()
     return rows
+
+
+def mean_fd(reference: FrechetReference, candidates: torch.Tensor, sets: torch.Tensor, bar: tqdm) -> float:
+    """Mean FD to ``reference`` of the candidate sets ``(draws, n)`` (indices into ``candidates`` ``(N, D)``)."""
+    total = 0.0
+    for chosen in sets:
+        total += reference.distance_to_features(candidates[chosen])
+        bar.update()
+    return total / len(sets)
 
 
 def check_features(features: dict[str, SpaceFeatures], sample_size: int) -> None:
@@ -134,7 +153,7 @@ def check_features(features: dict[str, SpaceFeatures], sample_size: int) -> None
 def resample_probe(
     features: dict[str, SpaceFeatures], attack_space: Optional[str], weighted_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     sample_size: Optional[int] = None, steps: int = 300, lr: float = 0.05, draws: int = 5, seed: int = 0, label: str = "",
-    attack_candidates: Optional[torch.Tensor] = None,
+    attack_candidates: Optional[torch.Tensor] = None, progress: bool = False,
 ) -> ProbeResult:
     """Optimise sampling weights against ``weighted_loss(candidates, weights)``; FD in every space before/after.
 
@@ -142,6 +161,9 @@ def resample_probe(
     features of ``attack_space``. A ``weighted_loss`` with a ``critic_step(candidates, probabilities)``
     method (an adversarial objective) gets it called before every weight update.
     """
+    # a negative step count used to skip the optimisation and report "nan -> nan" with exit status 0
+    steps, draws = validate.non_negative_int("steps", steps), validate.positive_int("draws", draws)
+    lr = validate.positive_real("lr", lr)
     sample_size = sample_size or min(s.heldout.shape[0] for s in features.values())
     check_features(features, sample_size)
     if attack_candidates is None:
@@ -153,11 +175,11 @@ def resample_probe(
     critic_step = getattr(weighted_loss, "critic_step", None)  # adversarial forms (see probes.weighted_adversarial)
     before_step = (lambda p: critic_step(candidates, p)) if critic_step is not None else None
     probabilities, first, last = optimise_logits(lambda p: weighted_loss(candidates, sample_size * p), count, steps, lr,
-                                                 before_step)
+                                                 before_step, progress)
     uniform = torch.full((count,), 1.0 / count, dtype=torch.float64)
     before = draw_sets(uniform, sample_size, draws, seed)
     after = draw_sets(probabilities, sample_size, draws, seed)  # same stream: unchanged weights give the same sets
-    rows = fd_rows(features, before, after, attack_space, seed)
+    rows = fd_rows(features, before, after, attack_space, seed, progress)
     return ProbeResult(rows, sample_size, draws, first, last, probabilities, float(1.0 / probabilities.square().sum()), label)
 
 

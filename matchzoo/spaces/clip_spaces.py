@@ -69,11 +69,12 @@ class OpenClipSpace(FeatureSpace):
     def weights_location(cls) -> WeightsLocation:
         import open_clip
 
-        hub = open_clip.get_pretrained_cfg(cls.model_name, cls.tag).get("hf_hub", "")
+        cfg = open_clip.get_pretrained_cfg(cls.model_name, cls.tag)
+        hub = cfg.get("hf_hub", "")
         repo, filename = (hub.rstrip("/"), "") if hub.endswith("/") else (str(Path(hub).parent), Path(hub).name)
         files = (filename,) if filename else HF_WEIGHT_FILES
         return WeightsLocation(model=f"{cls.registry_name} (open_clip {cls.model_name}/{cls.tag})",
-                               hf_files=tuple((repo, f) for f in files) if repo else ())
+                               hf_files=tuple((repo, f) for f in files) if repo else (), download_url=cfg.get("url", ""))
 
     @classmethod
     def catalog(cls) -> dict:

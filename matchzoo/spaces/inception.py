@@ -19,6 +19,7 @@ from matchzoo.spaces.base import FeatureSpace, Preprocessing
 from matchzoo.spaces.resolve import WeightsLocation, download_failed, resolve_weights, torch_hub_checkpoints
 
 FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
+FID_WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{FID_WEIGHTS_FILE}"  # = pytorch-fid's
 
 INCEPTION_PREPROCESSING = Preprocessing(
     size=299, resize="tf1_bilinear", antialias=False, channels=3, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
@@ -63,7 +64,7 @@ class FIDInception(FeatureSpace):
     def weights_location(cls) -> WeightsLocation:
         checkpoints = torch_hub_checkpoints()  # follows $TORCH_HOME at call time
         return WeightsLocation(model="inception (FID Inception-v3)", local_files=(checkpoints / FID_WEIGHTS_FILE,),
-                               how_to=f"or copy {FID_WEIGHTS_FILE} into {checkpoints} ")
+                               how_to=f"or copy {FID_WEIGHTS_FILE} into {checkpoints} ", download_url=FID_WEIGHTS_URL)
 
     def __init__(self, pretrained: bool = True, weights: Optional[str] = None, seed: int = 0, channels_last: bool = True):
         super().__init__()
@@ -103,8 +104,6 @@ def _load_file(path) -> dict:
 
 
 def _download() -> dict:
-    from pytorch_fid.inception import FID_WEIGHTS_URL
-
     try:
         return torch.hub.load_state_dict_from_url(FID_WEIGHTS_URL, map_location="cpu", progress=True)
     except Exception as error:  # network failures come in many types

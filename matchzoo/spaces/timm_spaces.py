@@ -71,8 +71,10 @@ class TimmSpace(FeatureSpace):
         cfg = timm.models.get_pretrained_cfg(cls.timm_name)
         hub_id = getattr(cfg, "hf_hub_id", None)
         hf_files = tuple((hub_id, f) for f in ((cfg.hf_hub_filename,) if cfg.hf_hub_filename else HF_WEIGHT_FILES)) if hub_id else ()
-        local = (torch_hub_checkpoints() / Path(cfg.url).name,) if getattr(cfg, "url", None) else ()
-        return WeightsLocation(model=f"{cls.registry_name} (timm {cls.timm_name})", hf_files=hf_files, local_files=local)
+        url = getattr(cfg, "url", None) or ""
+        local = (torch_hub_checkpoints() / Path(url).name,) if url else ()
+        return WeightsLocation(model=f"{cls.registry_name} (timm {cls.timm_name})", hf_files=hf_files, local_files=local,
+                               download_url=url)
 
     @classmethod
     def catalog(cls) -> dict:
