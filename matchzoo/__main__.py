@@ -13,11 +13,12 @@ import sys
 
 import matchzoo.commands
 from matchzoo.cli import guarded
+from matchzoo.validate import ArgumentParser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m matchzoo", description=__doc__.splitlines()[0])
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser = ArgumentParser(prog="python -m matchzoo", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=ArgumentParser)
     for info in sorted(pkgutil.iter_modules(matchzoo.commands.__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
             continue

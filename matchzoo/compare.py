@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
+from matchzoo import validate as check
 from matchzoo.errors import MatchzooError
 from matchzoo.train.tracking import search_all_runs
 
@@ -278,8 +279,7 @@ def compare(client, experiment: Optional[str] = None, sweep: Optional[str] = Non
     """Collect runs, write the table (Markdown, CSV) and both plots, and log them to a summary run."""
     runs = collect_runs(client, experiment, sweep)
     subject = sweep or experiment or "all runs"
-    out_dir = Path(out_dir or Path("runs") / "compare" / _slug(subject))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_folder(Path(out_dir or Path("runs") / "compare" / _slug(subject)))
     markdown = ("FDr^k (final; matching stability in brackets), objective x train space:\n\n" + pivot_table(runs)
                 + "\nEvery run:\n\n" + markdown_table(runs))
     files = {"markdown": out_dir / "comparison.md", "csv": out_dir / "comparison.csv",
@@ -292,6 +292,16 @@ def compare(client, experiment: Optional[str] = None, sweep: Optional[str] = Non
     if log_summary:
         report.summary_run_id = log_summary_run(client, runs, files, subject, sweep)
     return report
+
+
+def output_folder(path: Path) -> Path:
+    """``path`` as an existing or new folder; a file there is kept and refused in one line."""
+    check.folder("--out", path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise MatchzooError(f"cannot create the output folder {path}: {error.strerror}; choose another --out") from None
+    return path
 
 
 def log_summary_run(client, runs: Sequence[RunSummary], files: dict[str, Path], subject: str, sweep: Optional[str]) -> str:

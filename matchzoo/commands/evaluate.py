@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset
 from tqdm.auto import tqdm
 
+from matchzoo import validate as check
 from matchzoo.data.datasets import TensorImages
 from matchzoo.errors import MatchzooError
 from matchzoo.linalg import FewSamplesWarning
@@ -36,19 +37,6 @@ CHECKPOINT_IN_RUN_DIR = "checkpoint.pt"  # what the trainer writes in its run fo
 COLUMNS = ("space", "dim", "n", "fd", "fdr", "fd_heldout", "fdr_n", "kid", "kid_std", "precision", "recall", "density", "coverage")
 
 
-def _at_least(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-
-    return parse
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", required=True, help=".npz of images, a folder of PNG/JPEG files, or a checkpoint .pt (or its run folder)")
     parser.add_argument("--reference", required=True, help="registered dataset (train split = reference, heldout = FDr baseline)")
@@ -57,15 +45,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spaces", default=DEFAULT_SPACES, help=f"comma-separated feature spaces (default: {DEFAULT_SPACES})")
     parser.add_argument("--space_param", action="append", default=[], metavar="SPACE.KEY=VALUE",
                         help="constructor argument of one space, e.g. inception.weights=/w/pt_inception.pth (repeatable)")
-    parser.add_argument("--num_samples", type=_at_least(2), default=None,
+    parser.add_argument("--num_samples", type=check.option(check.integer, 2), default=None,
                         help="use at most this many samples (checkpoints: how many to draw; default 5000)")
-    parser.add_argument("--kid_subsets", type=_at_least(1), default=100)
-    parser.add_argument("--kid_subset_size", type=_at_least(2), default=1000)
-    parser.add_argument("--prdc_samples", type=_at_least(6), default=10000, help="cap on samples per side for precision/recall/density/coverage")
+    parser.add_argument("--kid_subsets", type=check.option(check.integer, 1), default=100)
+    parser.add_argument("--kid_subset_size", type=check.option(check.integer, 2), default=1000)
+    parser.add_argument("--prdc_samples", type=check.option(check.integer, 6), default=10000, help="cap on samples per side for precision/recall/density/coverage")
     parser.add_argument("--no_prdc", action="store_true", help="skip precision/recall/density/coverage")
-    parser.add_argument("--seed", type=int, default=0, help="seeds subsets, subsamples and checkpoint sampling")
-    parser.add_argument("--batch_size", type=_at_least(1), default=256)
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    parser.add_argument("--seed", type=check.option(check.seed), default=0, help="seeds subsets, subsamples and checkpoint sampling")
+    parser.add_argument("--batch_size", type=check.option(check.integer, 1), default=256)
+    parser.add_argument("--device", type=check.text_option(check.device), default="cpu", help="torch device, e.g. cuda")
     parser.add_argument("--cache_dir", default=None, help="reference feature cache (default: $MATCHZOO_CACHE_DIR or runs/cache)")
     parser.add_argument("--json", default=None, metavar="PATH", help="write results as JSON to PATH ('-' = stdout instead of the table)")
     parser.add_argument("--csv", default=None, metavar="PATH", help="write one CSV row per space to PATH ('-' = stdout instead of the table)")
@@ -116,7 +104,7 @@ def _sample_checkpoint(path: Path, count: int, seed: int, device: str) -> torch.
 def evaluate(args: argparse.Namespace) -> dict:
     """Compute every metric in every space; returns ``{'spaces': {name: row}, 'fdr_k': ..., ...}``."""
     import matchzoo
-    from matchzoo.commands.stats import parse_params, space_names, space_params
+    from matchzoo.commands.stats import make_dataset, space_names, space_params
     from matchzoo.data.cache import reference_features, reference_stats
     from matchzoo.data.features import extract_features
     from matchzoo.metrics.fdrk import fdr_table
@@ -125,7 +113,7 @@ def evaluate(args: argparse.Namespace) -> dict:
 
     names = space_names(args.spaces)
     per_space = space_params(args.space_param, names)
-    dataset = matchzoo.make_dataset(args.reference, **parse_params(args.dataset_param, "--dataset_param"))
+    dataset = make_dataset(args.reference, args.dataset_param)
     images = load_samples(args.samples, dataset, args.num_samples, args.seed, args.device)
     settings = SuiteSettings(args.kid_subsets, args.kid_subset_size, not args.no_prdc, args.prdc_samples, args.seed)
     quiet = args.no_progress

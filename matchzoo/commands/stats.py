@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import ast
+import inspect
 
+from matchzoo import validate as check
 from matchzoo.errors import MatchzooError
 
 HELP = "extract and cache reference features + float64 mean/covariance of a dataset in feature spaces"
@@ -23,8 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--space_param", action="append", default=[], metavar="SPACE.KEY=VALUE",
                         help="constructor argument of one space, e.g. dinov2_vitl14.weights=/w/dino.pth (repeatable)")
     parser.add_argument("--splits", default="train,heldout", help="comma-separated splits (default: train,heldout)")
-    parser.add_argument("--batch_size", type=int, default=256)
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    parser.add_argument("--batch_size", type=check.option(check.positive_int), default=256)
+    parser.add_argument("--device", type=check.text_option(check.device), default="cpu", help="torch device, e.g. cuda")
     parser.add_argument("--cache_dir", default=None, help="default: $MATCHZOO_CACHE_DIR or runs/cache")
     parser.add_argument("--no_progress", action="store_true", help="hide the tqdm bars")
 
@@ -44,6 +46,25 @@ def parse_params(items: list[str], what: str) -> dict[str, object]:
             raise MatchzooError(f"{what} must look like KEY=VALUE, got {item!r}")
         params[key.strip()] = parse_value(value.strip())
     return params
+
+
+def make_dataset(name: str, items: list[str]):
+    """The registered dataset ``name`` built from ``--dataset_param KEY=VALUE`` items; a keyword it does not
+    take is one line listing the ones it does."""
+    import matchzoo
+
+    cls = matchzoo.DATASETS.get(name)
+    params = parse_params(items, "--dataset_param")
+    signature = inspect.signature(cls)
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+    unknown = [key for key in params if key not in signature.parameters]
+    if unknown and not takes_any:
+        accepted = ", ".join(signature.parameters) or "no parameters"
+        raise MatchzooError(f"--dataset_param {unknown[0]}: dataset {name!r} has no parameter {unknown[0]!r}; it takes {accepted}")
+    try:
+        return cls(**params)
+    except TypeError as error:  # a value of the wrong type deep in the constructor
+        raise MatchzooError(f"--dataset_param: dataset {name!r} cannot use {params} ({error})") from None
 
 
 def space_params(items: list[str], names: list[str]) -> dict[str, dict[str, object]]:
@@ -75,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     names = space_names(args.spaces)
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     per_space = space_params(args.space_param, names)
-    dataset = matchzoo.make_dataset(args.dataset, **parse_params(args.dataset_param, "--dataset_param"))
+    dataset = make_dataset(args.dataset, args.dataset_param)
     for split in splits:
         dataset.check_split(split)
     for name in names:

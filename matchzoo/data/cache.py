@@ -22,6 +22,7 @@ import torch
 
 from matchzoo.data.datasets import ImageDataset
 from matchzoo.data.features import extract_features
+from matchzoo.errors import MatchzooError
 from matchzoo.linalg import mean_cov
 from matchzoo.spaces.base import FeatureSpace
 
@@ -85,16 +86,33 @@ def _load(path: Path, space: FeatureSpace, dataset: ImageDataset, split: str) ->
     return None
 
 
-def _atomic_save(record: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
+def writable_cache_dir(directory: Path) -> Path:
+    """Create ``directory`` (checked before minutes of feature extraction, not after)."""
+    hint = "set MATCHZOO_CACHE_DIR (or --cache_dir) to a writable folder"
     try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a file in the way, a read-only parent
+        raise MatchzooError(f"cannot create the reference cache folder {directory}: {error.strerror}; {hint}") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise MatchzooError(f"the reference cache folder {directory} is not writable; {hint}")
+    return directory
+
+
+def _atomic_save(record: dict, path: Path) -> None:
+    writable_cache_dir(path.parent)
+    temporary = None
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(handle)
         torch.save(record, temporary)
         os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    except (OSError, RuntimeError) as error:  # disk full, quota; torch reports a failed write as RuntimeError
+        reason = getattr(error, "strerror", None) or (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise MatchzooError(f"cannot write the reference cache {path}: {reason}; free space or "
+                            f"set MATCHZOO_CACHE_DIR to another folder") from None
+    finally:
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
 
 
 def reference_record(space: FeatureSpace, dataset: ImageDataset, split: str, batch_size: int = 256,
@@ -113,6 +131,7 @@ def load_or_build(space: FeatureSpace, dataset: ImageDataset, split: str, batch_
     record = _load(path, space, dataset, split)
     if record is not None:
         return record, False
+    writable_cache_dir(path.parent)
     features = extract_features(space, dataset.split(split), batch_size=batch_size, device=device,
                                 desc=f"{dataset.name}/{split} in {space.name}", progress=progress)  # (N, D) f32
     mean, cov = mean_cov(features)  # float64

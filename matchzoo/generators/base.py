@@ -11,7 +11,10 @@ from typing import Optional
 import torch
 from torch import nn
 
+from matchzoo import validate as check
 from matchzoo.errors import MatchzooError
+
+MAX_IMAGE_ELEMENTS = 2**26  # C*H*W of one generated image (3 x 4096 x 4096 is 50 M): beyond it, a typo
 
 
 class Generator(nn.Module):
@@ -25,6 +28,16 @@ class Generator(nn.Module):
         device = next(self.parameters()).device
         noise = self.sample_noise(n, generator=generator, device="cpu" if generator is not None else device)
         return self(noise.to(device))
+
+
+def image_shape_of(name: str, value) -> tuple[int, int, int]:
+    """``(C, H, W)`` of positive integers, e.g. ``mlp.image_shape = (1, 8, 8)``."""
+    if not isinstance(value, (tuple, list)) or len(value) != 3:
+        raise MatchzooError(f"{name} must be (channels, height, width) such as (1, 8, 8), got {value!r}")
+    shape = tuple(check.positive_int(f"{name}[{index}]", size) for index, size in enumerate(value))
+    if shape[0] * shape[1] * shape[2] > MAX_IMAGE_ELEMENTS:
+        raise MatchzooError(f"{name} = {shape} has more than {MAX_IMAGE_ELEMENTS:,} values per image; check the sizes")
+    return shape
 
 
 def check_generator_output(images: torch.Tensor, expected_shape: tuple[int, ...], name: str) -> None:
