@@ -104,6 +104,7 @@ def _sample_checkpoint(path: Path, count: int, seed: int, device: str) -> torch.
 def evaluate(args: argparse.Namespace) -> dict:
     """Compute every metric in every space; returns ``{'spaces': {name: row}, 'fdr_k': ..., ...}``."""
     import matchzoo
+    from matchzoo.spaces.resolve import check_weights, option_requests
     from matchzoo.commands.stats import make_dataset, space_names, space_params
     from matchzoo.data.cache import reference_features, reference_stats
     from matchzoo.data.features import extract_features
@@ -113,6 +114,7 @@ def evaluate(args: argparse.Namespace) -> dict:
 
     names = space_names(args.spaces)
     per_space = space_params(args.space_param, names)
+    check_weights(option_requests(per_space))  # every missing model in one line, before any work
     dataset = make_dataset(args.reference, args.dataset_param)
     images = load_samples(args.samples, dataset, args.num_samples, args.seed, args.device)
     settings = SuiteSettings(args.kid_subsets, args.kid_subset_size, not args.no_prdc, args.prdc_samples, args.seed)

@@ -92,10 +92,12 @@ def space_names(text: str) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     import matchzoo
     from matchzoo.data.cache import cache_path, load_or_build
+    from matchzoo.spaces.resolve import check_weights, option_requests
 
     names = space_names(args.spaces)
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     per_space = space_params(args.space_param, names)
+    check_weights(option_requests(per_space))  # every missing model in one line, before any work
     dataset = make_dataset(args.dataset, args.dataset_param)
     for split in splits:
         dataset.check_split(split)
