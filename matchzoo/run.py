@@ -3,33 +3,40 @@
 Parses the config, builds every component through gin, trains with the shared trainer and tracks the run
 in MLflow (operative config, params, metrics, sample grids). Checkpoints go to ``runs/<experiment>/<run>/``;
 a run directory that already holds a checkpoint is resumed (same MLflow run, no repeated steps).
+
+MLflow state is changed only by the process that owns the run: the run folder is locked for the whole
+run, and a resume is checked against the checkpoint (same experiment, see :data:`RESUMABLE_CHANGES`;
+weights that load) before the MLflow run is touched. Whatever stops a run that has started -- Ctrl-C,
+SIGTERM, a failing store, a NaN -- leaves a status that says so and says which checkpoint is on disk.
 """
 from __future__ import annotations
 
 import argparse
 import secrets
+import signal
 import sys
 import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-import gin
 import torch
 
-from matchzoo import config
+from matchzoo import config, signals, validate
 from matchzoo.cli import guarded
 from matchzoo.errors import MatchzooError
-from matchzoo.train import checkpoint, distributed
+from matchzoo.spaces.resolve import check_weights, configured_requests
+from matchzoo.train import checkpoint, distributed, tracking
 from matchzoo.train.callbacks import Checkpointer, Evaluator, MetricLogger
 from matchzoo.train.settings import TrainSettings
 from matchzoo.train.terms import objective_name
-from matchzoo.train.tracking import Tracker, summary_params
-from matchzoo.train.trainer import Trainer
+from matchzoo.train.tracking import Tracker, TrackingError, summary_params
+from matchzoo.train.trainer import NonFiniteError, Trainer
+from matchzoo.validate import ArgumentParser
 
 
 def build_settings() -> TrainSettings:
     """Seed the global RNG from ``train.seed`` *before* gin builds the generator, then build everything."""
-    torch.manual_seed(int(config.query("train.seed", 0)))
+    torch.manual_seed(validate.seed("train.seed", config.query("train.seed", 0)))
     try:
         return TrainSettings()
     except MatchzooError:
@@ -51,59 +58,192 @@ def run_experiment(gin_files: Sequence[str], gin_params: Sequence[str] = (), tag
 def _run_experiment(gin_files: Sequence[str], gin_params: Sequence[str], tags: Optional[dict],
                     resume: Optional[str]) -> str:
     files = config.parse(gin_files, gin_params)
+    # every missing pretrained model in one line, before datasets or models are built
+    check_weights(configured_requests(config.referenced_configurables(), config.query))
+    tracking.check_store()  # a store that cannot take the run fails now, not after the reference features
     settings = build_settings()
     trainer = Trainer(settings)
     run_dir = Path(distributed.broadcast_object(str(resume or settings.run_dir or default_run_dir(settings, files))))
-    previous = checkpoint.load(run_dir) if (run_dir / checkpoint.FILENAME).is_file() else None
-    if resume and previous is None:
+    if resume and not (run_dir / checkpoint.FILENAME).is_file():
         raise MatchzooError(f"--resume {resume}: no {checkpoint.FILENAME} there")
-    run_tags = {
+    lock = lock_run_dir(run_dir, trainer.dist.is_main)
+    try:
+        return _train(trainer, files, list(gin_params), tags, run_dir)
+    finally:
+        lock.release()
+
+
+def lock_run_dir(run_dir: Path, is_main: bool) -> checkpoint.RunLock:
+    """Rank 0 locks the run folder; every rank learns whether that failed, so none waits for the others."""
+    lock = checkpoint.RunLock(run_dir)
+    failure = None
+    if is_main:
+        try:
+            lock.acquire()
+        except MatchzooError as error:
+            failure = str(error)
+    failure = distributed.broadcast_object(failure)
+    if failure:
+        raise MatchzooError(failure)
+    return lock
+
+
+def _train(trainer: Trainer, files: list[Path], gin_params: list[str], tags: Optional[dict], run_dir: Path) -> str:
+    """Everything that can refuse the run (checkpoint, config changes) happens before MLflow is touched."""
+    settings = trainer.settings
+    operative = config.operative_config()
+    previous = checkpoint.load(run_dir) if (run_dir / checkpoint.FILENAME).is_file() else None
+    changes = resume_changes(previous, operative, run_dir) if previous is not None else {}
+    trainer.prepare()
+    if previous is not None:
+        trainer.load_state_dict(previous)
+        if trainer.step >= settings.steps:
+            print(f"matchzoo: {run_dir} is already at step {trainer.step} (train.steps = {settings.steps}); nothing to do "
+                  f"(raise train.steps to train longer)", file=sys.stderr)
+            return str(previous.get("mlflow_run_id", ""))
+    if not trainer.dist.is_main:  # other ranks train; rank 0 alone logs, evaluates and checkpoints
+        return _run_worker(trainer)
+    tags = run_tags(settings, files, run_dir, tags)
+    tracker = start_tracking(settings, tags, run_dir, previous, changes, operative, trainer.step)
+    extra = {"mlflow_run_id": tracker.run_id, "operative_config": operative, "gin_files": [str(f) for f in files],
+             "gin_params": gin_params, "world_size": trainer.dist.world_size,
+             "generator_spec": checkpoint.plain_generator_spec(operative)}
+    checkpointer = Checkpointer(run_dir / checkpoint.FILENAME, settings.checkpoint_every, extra, tracker,
+                                saved_step=trainer.step if previous is not None else None)
+    evaluator = Evaluator(tracker, settings.eval_every, settings.eval_samples, settings.seed,
+                          settings.stability_every, settings.stability_resamples)
+    trainer.callbacks = [MetricLogger(tracker, settings.log_every), evaluator, checkpointer]
+    fit(trainer, tracker, checkpointer)
+    summarize(evaluator, tracker.run_id, run_dir)
+    return tracker.run_id
+
+
+def run_tags(settings: TrainSettings, files: list[Path], run_dir: Path, extra: Optional[dict]) -> dict[str, str]:
+    return {
         "objective": ",".join(objective_name(t.objective) for t in settings.terms),
         "train_space": ",".join(t.space.name for t in settings.terms),
         "eval_spaces": ",".join(s.name for s in settings.eval_spaces),
         "dataset": settings.dataset.name,
         "gin_files": ",".join(str(f) for f in files),
         "run_dir": str(run_dir),
-        **(tags or {}),
+        **(extra or {}),
     }
-    if not trainer.dist.is_main:  # other ranks train; rank 0 alone logs, evaluates and checkpoints
-        return _run_worker(trainer, previous)
-    tracker = Tracker(settings.experiment, settings.run_name or run_dir.name, run_tags,
+
+
+def start_tracking(settings: TrainSettings, tags: dict[str, str], run_dir: Path, previous: Optional[dict],
+                   changes: dict[str, tuple[str, str]], operative: str, step: int) -> Tracker:
+    """A new MLflow run, or the resumed one set RUNNING; if recording the config fails, a resumed run gets
+    its earlier status back (this process never trained in it)."""
+    tracker = Tracker(settings.experiment, settings.run_name or run_dir.name, tags,
                       resume_run_id=previous["mlflow_run_id"] if previous else None)
-    extra = {"mlflow_run_id": tracker.run_id, "operative_config": "", "gin_files": [str(f) for f in files],
-             "gin_params": list(gin_params), "world_size": trainer.dist.world_size}
-    checkpointer = Checkpointer(run_dir / checkpoint.FILENAME, settings.checkpoint_every, extra, tracker)
-    evaluator = Evaluator(tracker, settings.eval_every, settings.eval_samples, settings.seed,
-                          settings.stability_every, settings.stability_resamples)
-    trainer.callbacks = [MetricLogger(tracker, settings.log_every), evaluator, checkpointer]
-    status = "FAILED"
     try:
-        trainer.prepare()
-        if previous is not None:
-            trainer.load_state_dict(previous)
-            print(f"resuming {run_dir} at step {trainer.step} (MLflow run {tracker.run_id})", file=sys.stderr)
-        extra["operative_config"] = config.operative_config()
-        record_config(tracker, {"objective": run_tags["objective"], "train_space": run_tags["train_space"]})
-        trainer.fit()
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        checkpointer.save(trainer)
-        status = "KILLED"
-        print(f"interrupted at step {trainer.step}; checkpoint saved in {run_dir}", file=sys.stderr)
+        if previous is None:
+            record_config(tracker, {"objective": tags["objective"], "train_space": tags["train_space"]})
+        else:
+            print(f"resuming {run_dir} at step {step} (MLflow run {tracker.run_id})", file=sys.stderr)
+            record_resume(tracker, changes, operative, step)
+    except BaseException:
+        close_quietly(tracker.restore if previous is not None else lambda: tracker.finish("FAILED"))
         raise
-    finally:
-        tracker.finish(status)
-    summarize(evaluator, tracker.run_id, run_dir)
-    return tracker.run_id
+    return tracker
 
 
-def _run_worker(trainer: Trainer, previous) -> str:
+def fit(trainer: Trainer, tracker: Tracker, checkpointer: Checkpointer) -> None:
+    """Train; whatever stops the run, the MLflow status says so and a usable checkpoint is on disk."""
+    first_step = trainer.step
+
+    def close(status: str) -> None:
+        if tracker.previous_status and trainer.step == first_step:  # a resume that never trained a step
+            close_quietly(tracker.restore)
+        else:
+            close_quietly(lambda: tracker.finish(status))
+
+    try:
+        trainer.fit()
+    except KeyboardInterrupt as interrupt:  # Ctrl-C and SIGTERM (matchzoo.signals)
+        note = save_regardless(checkpointer, trainer)
+        close("KILLED")
+        raise signals.Interrupted(getattr(interrupt, "signum", signal.SIGINT),
+                                  f"interrupted at step {trainer.step}; {note}") from None
+    except TrackingError as error:  # the store broke mid-run: keep the training, report the store
+        note = save_regardless(checkpointer, trainer)
+        close("FAILED")
+        raise TrackingError(f"{error}; {note}") from None
+    except NonFiniteError as error:
+        close("FAILED")
+        raise NonFiniteError(f"{error}; {checkpointer.kept()}") from None
+    except BaseException:
+        close("FAILED")
+        raise
+    tracker.finish("FINISHED")
+
+
+def save_regardless(checkpointer: Checkpointer, trainer: Trainer) -> str:
+    """Write the checkpoint without needing MLflow; says what is on disk afterwards."""
+    try:
+        checkpointer.write(trainer)
+    except MatchzooError as error:
+        return f"{error}; {checkpointer.kept()}"
+    where = checkpointer.path.parent
+    return f"checkpoint saved in {where} (continue with --resume {where})"
+
+
+def close_quietly(close) -> None:
+    """Finishing the MLflow run while an error propagates: a second failure must not hide the first."""
+    try:
+        close()
+    except MatchzooError as error:
+        print(f"matchzoo: warning: {error}", file=sys.stderr)
+
+
+def _run_worker(trainer: Trainer) -> str:
     trainer.settings.progress = False
-    trainer.prepare()
-    if previous is not None:
-        trainer.load_state_dict(previous)
     trainer.fit()
     return ""
+
+
+RESUMABLE_CHANGES = frozenset(f"train.{name}" for name in (
+    "steps", "progress", "num_threads", "device", "eval_every", "log_every", "checkpoint_every", "stability_every",
+    "feature_batch_size", "compile_spaces", "tf32", "run_name"))
+NOT_A_CHANGE = frozenset({"train.run_dir"})  # --resume names the folder; the binding is moot then
+
+
+def resume_changes(previous: dict, operative: str, run_dir: Path) -> dict[str, tuple[str, str]]:
+    """``{binding: (stored, now)}`` for bindings a resumed run may change (how long, how often, where it runs);
+    any other difference is a different experiment and is refused. Both configs are read as data."""
+    stored_text = str(previous.get("operative_config", ""))
+    if stored_text == operative:
+        return {}
+    stored = checkpoint.config_entries(stored_text, f"checkpoint {run_dir / checkpoint.FILENAME}")
+    current = checkpoint.config_entries(operative, "this config")
+    missing = object()
+    differing = {key: (stored.get(key, missing), current.get(key, missing))
+                 for key in sorted((stored.keys() | current.keys()) - NOT_A_CHANGE)
+                 if stored.get(key, missing) != current.get(key, missing)}
+    text = {key: tuple("(unset)" if v is missing else config.gin_text(v) for v in values) for key, values in differing.items()}
+    # changed values first, then what only the checkpoint has, then what only this config has
+    refused = sorted((key for key in text if key not in RESUMABLE_CHANGES),
+                     key=lambda key: (differing[key][0] is missing) * 2 + (differing[key][1] is missing))
+    if refused:
+        shown = ", ".join(f"{key} ({text[key][0]} -> {text[key][1]})" for key in refused[:5])
+        more = f" and {len(refused) - 5} more" if len(refused) > 5 else ""
+        raise MatchzooError(f"--resume {run_dir}: this config differs from the checkpoint's in {shown}{more}; resume with the "
+                            f"config the run started with (only train.steps, the eval/log/checkpoint cadence, the device and "
+                            f"the like may change), or start a new run instead")
+    return text
+
+
+def record_resume(tracker: Tracker, changes: dict[str, tuple[str, str]], operative: str, step: int) -> None:
+    """Params stay those the run started with (MLflow params are immutable); allowed changes are a note on
+    stderr, an entry in the ``resume_changes`` tag and the new operative config as an extra artifact."""
+    if not changes:
+        return
+    summary = ", ".join(f"{key}: {old} -> {new}" for key, (old, new) in changes.items())
+    print(f"matchzoo: note: resuming at step {step} with changed settings: {summary}", file=sys.stderr)
+    earlier = tracker.tag("resume_changes")
+    entry = f"step {step}: {summary}"
+    tracker.set_tags({"resume_changes": (f"{earlier}; {entry}" if earlier else entry)[:5000]})
+    tracker.log_text(operative, f"operative_config_resumed_step_{step}.gin")
 
 
 def default_run_dir(settings: TrainSettings, files: Sequence[Path]) -> Path:
@@ -122,7 +262,7 @@ def record_config(tracker: Tracker, summary: dict[str, str]) -> None:
     tracker.log_params({**config.flattened_bindings(), **summary_params(summary)})
     unused = config.unused_bindings()
     if unused:
-        message = f"these bindings were never used (typo or component not in this experiment?): {', '.join(unused)}"
+        message = f"these bindings were never used (typo, component not in this experiment, or shadowed by a scoped binding?): {', '.join(unused)}"
         print(f"matchzoo: warning: {message}", file=sys.stderr)
         tracker.set_tags({"unused_bindings": ", ".join(unused)[:5000]})
 
@@ -147,7 +287,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m matchzoo.run", description="Train one gin-configured experiment.")
+    parser = ArgumentParser(prog="python -m matchzoo.run", description="Train one gin-configured experiment.")
     add_run_arguments(parser)
     return parser
 

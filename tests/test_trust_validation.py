@@ -61,6 +61,7 @@ def train(isolated_runs, capsys, *bindings) -> tuple[int, list[str]]:
 
 @pytest.mark.parametrize("binding, words", [
     ("train.lr = -1e-3", ["train.lr", "> 0"]),
+    ("train.seed = 100000000000000000000000", ["train.seed", "<= 9223372036854775807"]),
     ("train.lr = 'abc'", ["train.lr", "must be a number"]),
     ("train.betas = (1.5, 0.9)", ["train.betas[0]", "[0, 1)"]),
     ("train.betas = 0.5", ["train.betas", "pair"]),

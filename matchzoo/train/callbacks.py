@@ -13,7 +13,7 @@ import torch
 from matchzoo.metrics.fdrk import fdr_table, matched_frechet_distances
 from matchzoo.metrics.frechet import FrechetReference
 from matchzoo.train import checkpoint
-from matchzoo.train.tracking import Tracker
+from matchzoo.train.tracking import Tracker, TrackingError
 
 
 class Callback:
@@ -138,15 +138,39 @@ class Evaluator(Callback):
 
 
 class Checkpointer(Callback):
-    """Atomic checkpoint every ``every`` steps and at the end (plus on Ctrl-C, see :mod:`matchzoo.run`)."""
+    """Atomic checkpoint every ``every`` steps and at the end (plus on Ctrl-C/SIGTERM, see :mod:`matchzoo.run`).
 
-    def __init__(self, path: Path, every: int, extra: dict, tracker: Optional[Tracker] = None):
+    ``saved_step`` is the step of the checkpoint on disk (``None``: none written yet), so an error can say
+    whether a good checkpoint is left."""
+
+    def __init__(self, path: Path, every: int, extra: dict, tracker: Optional[Tracker] = None,
+                 saved_step: Optional[int] = None):
         self.path, self.every, self.extra, self.tracker = path, every, extra, tracker
+        self.saved_step = saved_step
 
     def save(self, trainer) -> None:
-        if self.tracker is not None:  # metrics up to this step are durable before the step is
-            self.tracker.flush()
+        """Flush MLflow first (metrics up to this step are durable before the step is), but write the
+        checkpoint even when the store fails -- a full or broken store must not cost the training -- and
+        only then report the store's failure."""
+        failure: Optional[TrackingError] = None
+        if self.tracker is not None:
+            try:
+                self.tracker.flush()
+            except TrackingError as error:
+                failure = error
+        self.write(trainer)
+        if failure is not None:
+            raise failure
+
+    def write(self, trainer) -> None:
         checkpoint.save_atomic({**trainer.state_dict(), **self.extra}, self.path)
+        self.saved_step = trainer.step
+
+    def kept(self) -> str:
+        """What a failed run leaves behind, for its error message."""
+        if self.saved_step is None:
+            return "no checkpoint was written yet"
+        return f"the last good checkpoint (step {self.saved_step}) is kept in {self.path.parent}"
 
     def on_step(self, trainer, logs: dict[str, float]) -> None:
         if trainer.step % self.every == 0 and trainer.step != trainer.settings.steps:

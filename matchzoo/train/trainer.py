@@ -10,6 +10,7 @@ from typing import Any, Optional, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from matchzoo import signals
 from matchzoo.errors import MatchzooError
 from matchzoo.generators.base import check_generator_output
 from matchzoo.train import distributed
@@ -19,15 +20,25 @@ from matchzoo.train.settings import TrainSettings
 
 
 class NonFiniteError(MatchzooError):
-    """The loss or a gradient became NaN/inf; the run stops and the last good checkpoint is kept."""
+    """The loss or a gradient became NaN/inf; the run stops without checkpointing the broken state (the
+    caller says which checkpoint, if any, is left)."""
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise MatchzooError(f"train.device = {name!r} is not a device; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise MatchzooError(f"train.device = {name!r} but CUDA is not available; use 'cpu' or 'auto'")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise MatchzooError(f"train.device = {name!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise MatchzooError(f"train.device = {name!r} but MPS is not available; use 'cpu' or 'auto'")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise MatchzooError(f"train.device = {name!r}: matchzoo trains on 'cpu', 'cuda' or 'mps'; use 'auto' to pick one")
     return device
 
 
@@ -107,7 +118,7 @@ class Trainer:
             out = term.objective(fake, self.sample_real(term))
             if not torch.isfinite(out.loss):
                 raise NonFiniteError(f"loss of term {term.name} (objective {type(term.objective).__name__}, space "
-                                     f"{term.space.name}) is {float(out.loss.detach())} at step {self.step + 1}; last good checkpoint kept")
+                                     f"{term.space.name}) is {float(out.loss.detach())} at step {self.step + 1}")
             total = total + term.weight * out.loss.float()
             logs.update({f"train/{term.name}/{key}": value for key, value in out.logs.items()})
         self.optimizer.zero_grad(set_to_none=True)
@@ -133,8 +144,7 @@ class Trainer:
     def _check_gradients(self) -> None:
         for name, param in self.generator.named_parameters():
             if param.grad is not None and not torch.isfinite(param.grad).all():
-                raise NonFiniteError(f"gradient of generator parameter {name} is NaN/inf at step {self.step + 1}; "
-                                     f"last good checkpoint kept")
+                raise NonFiniteError(f"gradient of generator parameter {name} is NaN/inf at step {self.step + 1}")
 
     def fit(self) -> None:
         s = self.settings
@@ -146,7 +156,8 @@ class Trainer:
                    mininterval=interval)
         with bar:
             while self.step < s.steps:
-                logs = self.train_step()
+                with signals.deferred():  # Ctrl-C/SIGTERM stop between steps, so the checkpoint is consistent
+                    logs = self.train_step()
                 bar.update(1)
                 if self.step % s.log_every == 0 or self.step == s.steps:
                     bar.set_postfix(loss=f"{logs['train/loss']:.4g}")
