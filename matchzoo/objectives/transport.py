@@ -21,6 +21,21 @@ the last step's real support and its potentials are kept in buffers (checkpointe
 is initialised by the soft c-transform :math:`f_i = -\varepsilon\log\sum_j b_j e^{(g_j - C(x_i, y_j))/\varepsilon}`
 over the previous support; the symmetric self problem (averaged updates :math:`p \leftarrow \tfrac12(p +
 T_\varepsilon p)`) is warm-started the same way from the last generated batch.
+
+``iterations`` (default 100) bounds the Sinkhorn sweeps per ε. From a cold start (the first step, evaluation,
+a new batch shape), against couplings converged to a marginal error of 1e-6 or less (the oracle of
+``tests/test_numbers_sinkhorn.py``), 256 vs 256 Gaussian points, default τ, one CPU thread, the displacement
+``V`` is off by (relative error / cosine / time):
+
+===========  ==============================  ==============================
+iterations   D = 64                          D = 768
+===========  ==============================  ==============================
+30           0.17 / 0.985 / 0.07 s           0.24 / 0.971 / 0.09 s
+**100**      0.053 / 0.9986 / 0.21 s         0.081 / 0.9967 / 0.23 s
+300          0.007 / 0.99998 / 0.63 s        0.010 / 0.99995 / 0.56 s
+===========  ==============================  ==============================
+
+The smallest τ converges slowest; warm starts make later steps closer than these cold-start numbers.
 """
 from __future__ import annotations
 
@@ -77,7 +92,7 @@ class SinkhornTransport(Objective):
     is_divergence = False
     lazy_buffers = ("previous_real", "previous_fake", "real_potentials", "fake_potentials")
 
-    def __init__(self, taus: Sequence[float] = (0.02, 0.05, 0.2), iterations: int = 30, warm_start: bool = True):
+    def __init__(self, taus: Sequence[float] = (0.02, 0.05, 0.2), iterations: int = 100, warm_start: bool = True):
         super().__init__()
         if not taus or min(taus) <= 0 or iterations < 1:
             raise MatchzooError(f"sinkhorn_transport needs positive taus and iterations >= 1; got {tuple(taus)}, {iterations}")

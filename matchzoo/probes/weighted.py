@@ -49,6 +49,8 @@ its class defines ``weighted_loss(candidates, weights, reference) -> scalar tens
 """
 from __future__ import annotations
 
+import math
+
 from typing import Callable, Sequence
 
 import torch
@@ -104,7 +106,7 @@ def weighted_bures(
     center: bool = True, normalize_rows: bool = False, divide_by_n: bool = True,
 ) -> torch.Tensor:
     """Covariance-form Bures² (the ``bures`` objective's convention: covariance ``XᵀX/n``) of the weighted set."""
-    from matchzoo.objectives.bures import prepare_rows
+    from matchzoo.objectives.bures import nuclear_norm, prepare_rows
 
     p, n = _probabilities(weights, x.shape[0])
     x = x.to(torch.float64)
@@ -116,8 +118,8 @@ def weighted_bures(
     scale = p if divide_by_n else p * n  # Σ_w = Σ_i scale_i x_i x_iᵀ
     cov_ref = y.T @ y / (y.shape[0] if divide_by_n else 1)  # (D, D)
     rows = x * scale.sqrt()[:, None]  # (N, D)
-    if x.shape[0] < x.shape[1]:
-        trace_term = linalg.trace_sqrt_psd(rows @ cov_ref @ rows.T)
+    if x.shape[0] < x.shape[1]:  # Tr (R C Rᵀ)^{1/2} = ‖R yᵀ‖_* / √m, exact (no round-off null eigenvalues)
+        trace_term = nuclear_norm(rows @ y.T) / math.sqrt(y.shape[0] if divide_by_n else 1)
     else:
         trace_term = linalg.trace_sqrt_product(rows.T @ rows, linalg.psd_sqrt(cov_ref))
     return rows.square().sum() + cov_ref.trace() - 2.0 * trace_term
@@ -125,7 +127,7 @@ def weighted_bures(
 
 def weighted_sinkhorn(
     x: torch.Tensor, weights: torch.Tensor, reference: torch.Tensor,
-    blur: float = 0.5, scaling: float = 0.9, diameter: float | None = None, scale: float = 1.0,
+    blur: float = 0.5, scaling: float = 0.995, diameter: float | None = None, scale: float = 1.0,
 ) -> torch.Tensor:
     """geomloss Sinkhorn divergence (p=2) between Σ p_i δ_{x_i/scale} and the uniform measure on ``reference/scale``."""
     from geomloss import SamplesLoss
