@@ -54,7 +54,8 @@ def resolve_config_file(name: str) -> Path:
         candidate = root / name
         if candidate.is_file():
             return candidate.resolve()
-    raise MatchzooError(f"gin file not found: {name} (looked in the current directory and {', '.join(map(str, gin_roots())) or 'no gin/ folder'})")
+    roots = ", ".join(map(str, gin_roots())) or "no gin/ folder"
+    raise MatchzooError(f"gin file not found: {name} (looked in the current directory and {roots})")
 
 
 # ----------------------------------------------------------------------------- gin text as data
@@ -109,7 +110,8 @@ def statements(text: str, source: str) -> list:
     try:
         return list(config_parser.ConfigParser(text, TextDelegate()))
     except SyntaxError as error:
-        raise MatchzooError(f"{source}: gin syntax error: {error.msg} (line {error.lineno}: {str(error.text).strip()!r})") from None
+        raise MatchzooError(f"{source}: gin syntax error: {error.msg} "
+                            f"(line {error.lineno}: {str(error.text).strip()!r})") from None
     except tokenize.TokenError as error:  # unbalanced brackets reach the tokenizer first
         raise MatchzooError(f"{source}: gin syntax error: {error.args[0]}") from None
 
@@ -212,7 +214,8 @@ def _import_modules(tree: ConfigTree) -> None:
             raise MatchzooError(f"{where}: cannot import {statement.module!r}: {type(error).__name__}: {error} "
                                 f"(looked next to {file} and on sys.path)") from None
         except MatchzooError as error:  # e.g. the module registers a name that is already taken
-            raise MatchzooError(f"{file}:{statement.location.line_num}: importing {statement.module!r}: {error}") from None
+            where = f"{file}:{statement.location.line_num}"
+            raise MatchzooError(f"{where}: importing {statement.module!r}: {error}") from None
         except SyntaxError as error:
             raise MatchzooError(f"{file}:{statement.location.line_num}: cannot import {statement.module!r}: "
                                 f"syntax error in {error.filename}:{error.lineno}: {error.msg}") from None
@@ -294,6 +297,11 @@ def describe_gin_error(error: BaseException) -> str:
     unknown = re.search(r"No configurable matching (?:reference )?'@?([\w./]+?)(?:\(\))?'", headline)
     if unknown:
         headline += _closest_configurable(unknown.group(1).split("/")[-1])
+    if "has denylisted kwarg" in headline:  # a value its caller passes, e.g. an optimiser's lr (train.lr)
+        headline += " Its caller passes it: an optimiser's learning rate and betas are train.lr and train.betas."
+    called = re.match(r"(\w+)\(\) missing \d+ required positional argument", headline)
+    if called:  # `@adam()` calls a factory that code should call with its arguments
+        headline += f" (if @{called.group(1)}() is a factory such as train.optimizer's, write @{called.group(1)})"
     return f"{location}{headline}"
 
 
@@ -415,8 +423,9 @@ def call_scopes() -> dict[str, set[Scope]]:
 
     A configurable no binding references is called by code, unscoped. ``@a/x()`` calls ``x`` in scope
     ``a``; ``@x()`` in every scope its caller is called in where that binding of the caller wins; ``@x``
-    (a callable handed to code) also unscoped. References inside shadowed bindings still count when
-    scoped: the prediction errs towards "used", so a refused override is really dead.
+    (a callable handed to code) also unscoped, ``@a/x`` in scope ``a`` whenever code calls it. References
+    inside shadowed bindings still count when scoped: the prediction errs towards "used", so a refused
+    override is really dead.
     """
     index = _reference_index()
     sites: dict[str, set[Scope]] = defaultdict(set)
@@ -430,8 +439,8 @@ def call_scopes() -> dict[str, set[Scope]]:
             for scope, caller, param, reference in references:
                 found = {tuple(reference.scopes)} if reference.scopes else {
                     call for call in sites[caller] if _winning_scope(caller, param, call) == scope}
-                if not reference.evaluate:  # `@x` hands over a callable: code may call it later, unscoped
-                    found.add(())
+                if not reference.evaluate and not reference.scopes:  # `@x` hands over a callable: code may
+                    found.add(())  # call it later, unscoped (`@a/x` enters scope a whenever it is called)
                 if not found <= sites[target]:
                     sites[target] |= found
                     changed = True
@@ -441,7 +450,8 @@ def call_scopes() -> dict[str, set[Scope]]:
 def referenced_configurables() -> list[tuple[str, str]]:
     """``(scope, name)`` of every configurable a binding references, in each scope it will be called in."""
     sites = call_scopes()
-    return [("/".join(scope), selector.split(".")[-1]) for selector in _reference_index() for scope in sorted(sites[selector])]
+    return [("/".join(scope), selector.split(".")[-1])
+            for selector in _reference_index() for scope in sorted(sites[selector])]
 
 
 @dataclass
@@ -520,3 +530,31 @@ def query(binding: str, default: Any = None) -> Any:
         return gin.query_parameter(binding)
     except ValueError:
         return default
+
+
+# ----------------------------------------------------------------------------- building and recording a run
+
+
+def build(configurable):
+    """Call a gin configurable (``configurable()``); what gin raises while building is one line with its location."""
+    try:
+        return configurable()
+    except MatchzooError:
+        raise
+    except (ValueError, TypeError) as error:
+        raise MatchzooError(describe_gin_error(error)) from None
+
+
+@dataclass(frozen=True)
+class Record:
+    """What a built run records of its config: the operative text (artifact, checkpoint, resume check), the
+    flattened bindings (MLflow params) and the bindings that never took effect (a warning and a tag)."""
+
+    operative: str
+    bindings: dict[str, str]
+    unused: list[str]
+
+
+def record() -> Record:
+    """Call after everything is built: gin knows only then which bindings were used."""
+    return Record(operative_config(), flattened_bindings(), unused_bindings())

@@ -1,8 +1,9 @@
 """``python -m matchzoo.run --gin FILE [--gin FILE ...] [--gin_param 'scope.name=value' ...] [--resume DIR]``
 
-Parses the config, builds every component through gin, trains with the shared trainer and tracks the run
-in MLflow (operative config, params, metrics, sample grids). Checkpoints go to ``runs/<experiment>/<run>/``;
-a run directory that already holds a checkpoint is resumed (same MLflow run, no repeated steps).
+Parse the config, build the experiment (``train.*``: the settings seed the RNG, then build the generator,
+terms and eval spaces), run it with the shared trainer, and track the run in MLflow (operative config,
+params, metrics, sample grids). Checkpoints go to ``runs/<experiment>/<run>/``; a run directory that
+already holds a checkpoint is resumed (same MLflow run, no repeated steps).
 
 MLflow state is changed only by the process that owns the run: the run folder is locked for the whole
 run, and a resume is checked against the checkpoint (same experiment, see :data:`RESUMABLE_CHANGES`;
@@ -16,61 +17,81 @@ import secrets
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 
-from matchzoo import config, signals, validate
+from matchzoo import config, keys, signals, stored_config, tracking
 from matchzoo.cli import guarded
 from matchzoo.errors import MatchzooError
 from matchzoo.spaces.resolve import check_weights, configured_requests
-from matchzoo.train import checkpoint, distributed, tracking
+from matchzoo.tracking import Tracker, TrackingError, summary_params
+from matchzoo.train import checkpoint, distributed
 from matchzoo.train.callbacks import Checkpointer, Evaluator, MetricLogger
 from matchzoo.train.settings import TrainSettings
 from matchzoo.train.terms import objective_name
-from matchzoo.train.tracking import Tracker, TrackingError, summary_params
 from matchzoo.train.trainer import NonFiniteError, Trainer
 from matchzoo.validate import ArgumentParser
 
 
 def build_settings() -> TrainSettings:
-    """Seed the global RNG from ``train.seed`` *before* gin builds the generator, then build everything."""
-    torch.manual_seed(validate.seed("train.seed", config.query("train.seed", 0)))
-    try:
-        return TrainSettings()
-    except MatchzooError:
-        raise
-    except (ValueError, TypeError) as error:
-        raise MatchzooError(config.describe_gin_error(error)) from None
+    """Every ``train.*`` component from the parsed config (the settings seed the RNG before the generator)."""
+    return config.build(TrainSettings)
 
 
 def run_experiment(gin_files: Sequence[str], gin_params: Sequence[str] = (), tags: Optional[dict] = None,
                    resume: Optional[str] = None) -> str:
     """Train one configured experiment; returns the MLflow run id."""
     threads = torch.get_num_threads()  # train.num_threads changes a process-wide setting; give it back
+    joined = distributed.current().enabled  # a process group the caller owns is theirs to leave
     try:
         return _run_experiment(gin_files, gin_params, tags, resume)
     finally:
+        if not joined:
+            distributed.cleanup()
         torch.set_num_threads(threads)
 
 
 def _run_experiment(gin_files: Sequence[str], gin_params: Sequence[str], tags: Optional[dict],
                     resume: Optional[str]) -> str:
-    files = config.parse(gin_files, gin_params)
-    # every missing pretrained model in one line, before datasets or models are built
-    check_weights(configured_requests(config.referenced_configurables(), config.query))
-    tracking.check_store()  # a store that cannot take the run fails now, not after the reference features
+    files = parse(gin_files, gin_params)
     settings = build_settings()
     trainer = Trainer(settings)
-    run_dir = Path(distributed.broadcast_object(str(resume or settings.run_dir or default_run_dir(settings, files))))
+    run_dir = Path(distributed.broadcast_object(str(resume or settings.tracking.run_dir
+                                                    or default_run_dir(settings, files))))
     if resume and not (run_dir / checkpoint.FILENAME).is_file():
         raise MatchzooError(f"--resume {resume}: no {checkpoint.FILENAME} there")
     lock = lock_run_dir(run_dir, trainer.dist.is_main)
     try:
-        return _train(trainer, files, list(gin_params), tags, run_dir)
+        return _train(trainer, RunConfig(files, list(gin_params), config.record()), tags, run_dir)
     finally:
         lock.release()
+
+
+def parse(gin_files: Sequence[str], gin_params: Sequence[str]) -> list[Path]:
+    """The config, checked for everything that can fail before a dataset or model is built."""
+    files = config.parse(gin_files, gin_params)
+    # every missing pretrained model in one line, before datasets or models are built
+    check_weights(configured_requests(config.referenced_configurables(), config.query))
+    tracking.check_store()  # a store that cannot take the run fails now, not after the reference features
+    return files
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where a run's config came from and what gin recorded of it once everything was built."""
+
+    files: list[Path]
+    gin_params: list[str]
+    record: config.Record
+
+    def checkpoint_fields(self, world_size: int) -> dict:
+        """What every checkpoint of the run carries besides the trainer state and the MLflow run id."""
+        return {"operative_config": self.record.operative, "gin_files": [str(f) for f in self.files],
+                "gin_params": self.gin_params, "world_size": world_size,
+                "generator_spec": stored_config.plain_generator_spec(self.record.operative)}
 
 
 def lock_run_dir(run_dir: Path, is_main: bool) -> checkpoint.RunLock:
@@ -88,60 +109,67 @@ def lock_run_dir(run_dir: Path, is_main: bool) -> checkpoint.RunLock:
     return lock
 
 
-def _train(trainer: Trainer, files: list[Path], gin_params: list[str], tags: Optional[dict], run_dir: Path) -> str:
+def _train(trainer: Trainer, run_config: RunConfig, tags: Optional[dict], run_dir: Path) -> str:
     """Everything that can refuse the run (checkpoint, config changes) happens before MLflow is touched."""
-    settings = trainer.settings
-    operative = config.operative_config()
+    settings, operative = trainer.settings, run_config.record.operative
     previous = checkpoint.load(run_dir) if (run_dir / checkpoint.FILENAME).is_file() else None
     changes = resume_changes(previous, operative, run_dir) if previous is not None else {}
     trainer.prepare()
     if previous is not None:
         trainer.load_state_dict(previous)
-        if trainer.step >= settings.steps:
-            print(f"matchzoo: {run_dir} is already at step {trainer.step} (train.steps = {settings.steps}); nothing to do "
+        steps = settings.optimization.steps
+        if trainer.step >= steps:
+            print(f"matchzoo: {run_dir} is already at step {trainer.step} (train.steps = {steps}); nothing to do "
                   f"(raise train.steps to train longer)", file=sys.stderr)
             return str(previous.get("mlflow_run_id", ""))
     if not trainer.dist.is_main:  # other ranks train; rank 0 alone logs, evaluates and checkpoints
         return _run_worker(trainer)
-    tags = run_tags(settings, files, run_dir, tags)
-    tracker = start_tracking(settings, tags, run_dir, previous, changes, operative, trainer.step)
-    extra = {"mlflow_run_id": tracker.run_id, "operative_config": operative, "gin_files": [str(f) for f in files],
-             "gin_params": gin_params, "world_size": trainer.dist.world_size,
-             "generator_spec": checkpoint.plain_generator_spec(operative)}
-    checkpointer = Checkpointer(run_dir / checkpoint.FILENAME, settings.checkpoint_every, extra, tracker,
-                                saved_step=trainer.step if previous is not None else None)
-    evaluator = Evaluator(tracker, settings.eval_every, settings.eval_samples, settings.seed,
-                          settings.stability_every, settings.stability_resamples)
-    trainer.callbacks = [MetricLogger(tracker, settings.log_every), evaluator, checkpointer]
+    tags = run_tags(settings, run_config.files, run_dir, tags)
+    tracker = start_tracking(settings, tags, run_dir, previous, changes, run_config.record, trainer.step)
+    fields = {**run_config.checkpoint_fields(trainer.dist.world_size), "mlflow_run_id": tracker.run_id}
+    checkpointer, evaluator, logger = callbacks(settings, tracker, run_dir, fields, previous, trainer.step)
+    trainer.callbacks = [logger, evaluator, checkpointer]
     fit(trainer, tracker, checkpointer)
     summarize(evaluator, tracker.run_id, run_dir)
     return tracker.run_id
 
 
+def callbacks(settings: TrainSettings, tracker: Tracker, run_dir: Path, fields: dict, previous: Optional[dict],
+              step: int) -> tuple[Checkpointer, Evaluator, MetricLogger]:
+    schedule = settings.schedule
+    checkpointer = Checkpointer(run_dir / checkpoint.FILENAME, schedule.checkpoint_every, fields, tracker,
+                                saved_step=step if previous is not None else None)
+    evaluator = Evaluator(tracker, schedule.eval_every, schedule.eval_samples, settings.setup.seed,
+                          schedule.stability_every, schedule.stability_resamples)
+    return checkpointer, evaluator, MetricLogger(tracker, schedule.log_every)
+
+
 def run_tags(settings: TrainSettings, files: list[Path], run_dir: Path, extra: Optional[dict]) -> dict[str, str]:
+    setup = settings.setup
     return {
-        "objective": ",".join(objective_name(t.objective) for t in settings.terms),
-        "train_space": ",".join(t.space.name for t in settings.terms),
-        "eval_spaces": ",".join(s.name for s in settings.eval_spaces),
-        "dataset": settings.dataset.name,
-        "gin_files": ",".join(str(f) for f in files),
-        "run_dir": str(run_dir),
+        keys.OBJECTIVE_TAG: ",".join(objective_name(t.objective) for t in setup.terms),
+        keys.TRAIN_SPACE_TAG: ",".join(t.space.name for t in setup.terms),
+        keys.EVAL_SPACES_TAG: ",".join(s.name for s in setup.eval_spaces),
+        keys.DATASET_TAG: setup.dataset.name,
+        keys.GIN_FILES_TAG: ",".join(str(f) for f in files),
+        keys.RUN_DIR_TAG: str(run_dir),
         **(extra or {}),
     }
 
 
 def start_tracking(settings: TrainSettings, tags: dict[str, str], run_dir: Path, previous: Optional[dict],
-                   changes: dict[str, tuple[str, str]], operative: str, step: int) -> Tracker:
+                   changes: dict[str, tuple[str, str]], record: config.Record, step: int) -> Tracker:
     """A new MLflow run, or the resumed one set RUNNING; if recording the config fails, a resumed run gets
     its earlier status back (this process never trained in it)."""
-    tracker = Tracker(settings.experiment, settings.run_name or run_dir.name, tags,
+    names = settings.tracking
+    tracker = Tracker(names.experiment, names.run_name or run_dir.name, tags,
                       resume_run_id=previous["mlflow_run_id"] if previous else None)
     try:
         if previous is None:
-            record_config(tracker, {"objective": tags["objective"], "train_space": tags["train_space"]})
+            record_config(tracker, record, {keys.OBJECTIVE_TAG: tags[keys.OBJECTIVE_TAG], keys.TRAIN_SPACE_TAG: tags[keys.TRAIN_SPACE_TAG]})
         else:
             print(f"resuming {run_dir} at step {step} (MLflow run {tracker.run_id})", file=sys.stderr)
-            record_resume(tracker, changes, operative, step)
+            record_resume(tracker, changes, record.operative, step)
     except BaseException:
         close_quietly(tracker.restore if previous is not None else lambda: tracker.finish("FAILED"))
         raise
@@ -197,7 +225,7 @@ def close_quietly(close) -> None:
 
 
 def _run_worker(trainer: Trainer) -> str:
-    trainer.settings.progress = False
+    trainer.settings.runtime.progress = False
     trainer.fit()
     return ""
 
@@ -214,23 +242,39 @@ def resume_changes(previous: dict, operative: str, run_dir: Path) -> dict[str, t
     stored_text = str(previous.get("operative_config", ""))
     if stored_text == operative:
         return {}
-    stored = checkpoint.config_entries(stored_text, f"checkpoint {run_dir / checkpoint.FILENAME}")
-    current = checkpoint.config_entries(operative, "this config")
+    stored = stored_config.config_entries(stored_text, f"checkpoint {run_dir / checkpoint.FILENAME}")
+    current = stored_config.config_entries(operative, "this config")
     missing = object()
     differing = {key: (stored.get(key, missing), current.get(key, missing))
                  for key in sorted((stored.keys() | current.keys()) - NOT_A_CHANGE)
-                 if stored.get(key, missing) != current.get(key, missing)}
-    text = {key: tuple("(unset)" if v is missing else config.gin_text(v) for v in values) for key, values in differing.items()}
+                 if comparable(key, stored.get(key, missing), missing)
+                 != comparable(key, current.get(key, missing), missing)}
+    text = {key: tuple("(unset)" if v is missing else config.gin_text(v) for v in values)
+            for key, values in differing.items()}
     # changed values first, then what only the checkpoint has, then what only this config has
     refused = sorted((key for key in text if key not in RESUMABLE_CHANGES),
                      key=lambda key: (differing[key][0] is missing) * 2 + (differing[key][1] is missing))
     if refused:
         shown = ", ".join(f"{key} ({text[key][0]} -> {text[key][1]})" for key in refused[:5])
         more = f" and {len(refused) - 5} more" if len(refused) > 5 else ""
-        raise MatchzooError(f"--resume {run_dir}: this config differs from the checkpoint's in {shown}{more}; resume with the "
-                            f"config the run started with (only train.steps, the eval/log/checkpoint cadence, the device and "
-                            f"the like may change), or start a new run instead")
+        raise MatchzooError(f"--resume {run_dir}: this config differs from the checkpoint's in {shown}{more}; resume "
+                            f"with the config the run started with (only train.steps, the eval/log/checkpoint cadence, "
+                            f"the device and the like may change), or start a new run instead")
     return text
+
+
+# bindings that checkpoints written before the optimiser became a factory lack, at the value they had then
+ADDED_DEFAULTS = {"adam.weight_decay": 0.0}
+
+
+def comparable(key: str, value, missing: object):
+    """A stored or current value in the form both compare in: checkpoints written before the generator became a
+    factory bind ``train.generator = @mlp()``, the same generator as ``@mlp`` (the seed precedes either build)."""
+    if key == "train.generator" and isinstance(value, config.GinReference):
+        return config.GinReference(value.name, evaluate=False)
+    if value is missing and key in ADDED_DEFAULTS:
+        return ADDED_DEFAULTS[key]
+    return value
 
 
 def record_resume(tracker: Tracker, changes: dict[str, tuple[str, str]], operative: str, step: int) -> None:
@@ -240,9 +284,9 @@ def record_resume(tracker: Tracker, changes: dict[str, tuple[str, str]], operati
         return
     summary = ", ".join(f"{key}: {old} -> {new}" for key, (old, new) in changes.items())
     print(f"matchzoo: note: resuming at step {step} with changed settings: {summary}", file=sys.stderr)
-    earlier = tracker.tag("resume_changes")
+    earlier = tracker.tag(keys.RESUME_CHANGES_TAG)
     entry = f"step {step}: {summary}"
-    tracker.set_tags({"resume_changes": (f"{earlier}; {entry}" if earlier else entry)[:5000]})
+    tracker.set_tags({keys.RESUME_CHANGES_TAG: (f"{earlier}; {entry}" if earlier else entry)[:5000]})
     tracker.log_text(operative, f"operative_config_resumed_step_{step}.gin")
 
 
@@ -250,21 +294,23 @@ def default_run_dir(settings: TrainSettings, files: Sequence[Path]) -> Path:
     """A fresh folder per run; the random suffix keeps two runs started in the same second apart (a shared
     folder would make the second one resume the first's checkpoint)."""
     stem = "+".join(f.stem for f in files) or "run"
-    return Path("runs") / settings.experiment / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    started = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / settings.tracking.experiment / f"{stem}-{started}-{secrets.token_hex(2)}"
 
 
-def record_config(tracker: Tracker, summary: dict[str, str]) -> None:
+def record_config(tracker: Tracker, record: config.Record, summary: dict[str, str]) -> None:
     """Operative config artifact, flattened bindings as params, the run summary (``objective``,
     ``train_space``) as the params ``1 objective`` / ``2 train_space`` (named so the MLflow UI's
-    parallel-coordinates plot preselects them, see :mod:`matchzoo.train.tracking`), and the report of
+    parallel-coordinates plot preselects them, see :mod:`matchzoo.tracking`), and the report of
     unused bindings."""
-    tracker.log_text(config.operative_config(), "operative_config.gin")
-    tracker.log_params({**config.flattened_bindings(), **summary_params(summary)})
-    unused = config.unused_bindings()
+    tracker.log_text(record.operative, "operative_config.gin")
+    tracker.log_params({**record.bindings, **summary_params(summary)})
+    unused = record.unused
     if unused:
-        message = f"these bindings were never used (typo, component not in this experiment, or shadowed by a scoped binding?): {', '.join(unused)}"
+        message = (f"these bindings were never used (typo, component not in this experiment, or shadowed by a "
+                   f"scoped binding?): {', '.join(unused)}")
         print(f"matchzoo: warning: {message}", file=sys.stderr)
-        tracker.set_tags({"unused_bindings": ", ".join(unused)[:5000]})
+        tracker.set_tags({keys.UNUSED_BINDINGS_TAG: ", ".join(unused)[:5000]})
 
 
 def summarize(evaluator: Evaluator, run_id: str, run_dir: Path) -> None:

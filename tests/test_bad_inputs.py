@@ -8,7 +8,8 @@ from matchzoo.run import main
 
 REPO = Path(__file__).resolve().parent.parent
 QUICK = str(REPO / "gin" / "quickstart.gin")
-FAST = ["--gin_param", "train.steps = 2", "--gin_param", "train.progress = False", "--gin_param", "train.batch_size = 8",
+FAST = ["--gin_param", "train.steps = 2", "--gin_param", "train.progress = False",
+        "--gin_param", "train.batch_size = 8",
         "--gin_param", "train.eval_spaces = []"]
 
 
@@ -46,7 +47,7 @@ def test_generator_out_of_range(isolated_runs, capsys):
             def forward(self, noise):
                 return 5 * self.linear(noise).view(-1, 1, 8, 8)
 
-    code, errors = run(capsys, "--gin_param", "train.generator = @test_unbounded()")
+    code, errors = run(capsys, "--gin_param", "train.generator = @test_unbounded")
     assert code == 2 and "must lie in [-1, 1]" in errors[0]
 
 

@@ -89,10 +89,43 @@ def test_torchrun_two_processes_end_to_end(isolated_runs):
     torchrun = Path(sys.executable).with_name("torchrun")
     result = subprocess.run(
         [str(torchrun), "--nproc_per_node=2", "-m", "matchzoo.run", "--gin", str(repo / "gin" / "quickstart.gin"),
-         "--gin_param", "train.steps = 10", "--gin_param", "train.eval_every = 10", "--gin_param", "train.progress = False",
+         "--gin_param", "train.steps = 10", "--gin_param", "train.eval_every = 10",
+         "--gin_param", "train.progress = False",
          "--gin_param", "train.run_dir = 'runs/ddp'"],
         cwd=isolated_runs, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     payload = torch.load(isolated_runs / "runs" / "ddp" / "checkpoint.pt", weights_only=True)
     assert payload["step"] == 10 and payload["world_size"] == 2
     assert result.stdout.count("eval/fdr_k") == 1  # only rank 0 reports
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _run_rank(rank, ports, out_dir):
+    """One torchrun-like rank: a finished run, then one refused after joining the group, each must leave it."""
+    import torch.distributed as dist
+
+    from matchzoo.run import main
+
+    quick = str(Path(__file__).resolve().parent.parent / "gin" / "quickstart.gin")
+    tiny = [f"--gin_param={p}" for p in ("train.steps = 2", "train.batch_size = 8", "train.eval_spaces = []",
+                                         "train.progress = False", "train.device = 'cpu'",
+                                         "train.run_dir = 'runs/ddp'")]
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1")
+    outcome = []
+    for port, extra in zip(ports, ([], ["--resume", "runs/missing"])):
+        os.environ["MASTER_PORT"] = str(port)
+        outcome.append((main(["--gin", quick, *tiny, *extra]), dist.is_initialized()))
+    torch.save(outcome, Path(out_dir) / f"cleanup{rank}.pt")
+
+
+def test_a_distributed_run_leaves_its_process_group_also_after_an_error(isolated_runs):
+    mp.spawn(_run_rank, args=([_free_port(), _free_port()], str(isolated_runs)), nprocs=WORLD, join=True)
+    for rank in range(WORLD):
+        assert torch.load(isolated_runs / f"cleanup{rank}.pt") == [(0, False), (2, False)]

@@ -90,7 +90,7 @@ def test_image_folder_samples(tmp_path, capsys, digits, cache):
 
 @pytest.mark.parametrize("as_run_folder", [False, True])
 def test_checkpoint_samples_use_the_generator(tmp_path, capsys, monkeypatch, cache, as_run_folder):
-    import matchzoo.train.checkpoint as checkpoint
+    import matchzoo.stored_config as stored_config
 
     generator = matchzoo.make_generator("mlp", image_shape=(1, 8, 8))
     calls = []
@@ -99,7 +99,7 @@ def test_checkpoint_samples_use_the_generator(tmp_path, capsys, monkeypatch, cac
         calls.append(str(path))
         return generator
 
-    monkeypatch.setattr(checkpoint, "load_generator", fake_load)
+    monkeypatch.setattr(stored_config, "load_generator", fake_load)
     path = tmp_path / "checkpoint.pt"
     torch.save({}, path)
     samples = tmp_path if as_run_folder else path  # the trainer's run folder holds checkpoint.pt

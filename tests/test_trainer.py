@@ -24,7 +24,8 @@ def final_metrics(run_dir: Path):
     from mlflow.tracking import MlflowClient
 
     payload = torch.load(run_dir / "checkpoint.pt", weights_only=True)
-    client = MlflowClient(tracking_uri=f"sqlite:///{Path.cwd() / 'runs' / 'mlflow.db'}")  # absolute: MLflow caches stores by URI
+    # absolute: MLflow caches stores by URI
+    client = MlflowClient(tracking_uri=f"sqlite:///{Path.cwd() / 'runs' / 'mlflow.db'}")
     run = client.get_run(payload["mlflow_run_id"])
     return payload, run, client
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from matchzoo import stored_config
 from matchzoo.__main__ import main as cli_main
 from matchzoo.run import main as run_main
 from matchzoo.train import checkpoint
@@ -117,12 +118,12 @@ def test_unregistered_generator_names_are_refused(tmp_path, finished_run):
     spec_payload.pop("format")
     checkpoint.save_atomic(spec_payload, tmp_path / "spec.pt")
     with pytest.raises(MatchzooError, match="unknown generator 'getoutput'"):
-        checkpoint.load_generator(tmp_path / "spec.pt")
+        stored_config.load_generator(tmp_path / "spec.pt")
     bindings_only = {**spec_payload, "generator_spec": None,
                      "operative_config": "train.generator = @getoutput()\ngetoutput.cmd = 'true'\n"}
     checkpoint.save_atomic(bindings_only, tmp_path / "plain.pt")
     with pytest.raises(MatchzooError, match="refers to 'getoutput', which matchzoo has not registered"):
-        checkpoint.load_generator(tmp_path / "plain.pt")
+        stored_config.load_generator(tmp_path / "plain.pt")
 
 
 def test_checkpoints_rebuild_from_spec_and_from_plain_stored_bindings(tmp_path, finished_run):
@@ -132,7 +133,7 @@ def test_checkpoints_rebuild_from_spec_and_from_plain_stored_bindings(tmp_path, 
     old_style = {k: v for k, v in finished_run.items() if k not in ("format", "generator_spec")}  # before specs existed
     checkpoint.save_atomic(old_style, tmp_path / "old.pt")
     noise = torch.randn(4, 32)
-    images = [checkpoint.load_generator(tmp_path / name)(noise) for name in ("new.pt", "old.pt")]
+    images = [stored_config.load_generator(tmp_path / name)(noise) for name in ("new.pt", "old.pt")]
     assert images[0].shape == (4, 1, 8, 8)
     torch.testing.assert_close(images[0], images[1])
 
@@ -190,7 +191,8 @@ def test_sigterm_saves_a_checkpoint_marks_the_run_killed_and_exits_143(isolated_
     assert payload["step"] >= 5
     assert mlflow_run(payload["mlflow_run_id"]).info.status == "KILLED"
 
-    resumed = run_main([*TINY, "--gin_param", "train.checkpoint_every = 5", "--gin_param", f"train.steps = {payload['step'] + 2}",
+    resumed = run_main([*TINY, "--gin_param", "train.checkpoint_every = 5",
+                        "--gin_param", f"train.steps = {payload['step'] + 2}",
                         "--resume", "runs/t"])
     assert resumed == 0
     assert mlflow_run(payload["mlflow_run_id"]).info.status == "FINISHED"
@@ -264,7 +266,8 @@ def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
     checkpoint.save_atomic({"step": 1}, path)
     before = path.read_bytes()
     monkeypatch.setattr(torch, "save", half_write_then_fail)
-    with pytest.raises(MatchzooError, match=r"cannot write checkpoint .*the write failed .*previous checkpoint is kept"):
+    expected = r"cannot write checkpoint .*the write failed .*previous checkpoint is kept"
+    with pytest.raises(MatchzooError, match=expected):
         checkpoint.save_atomic({"step": 2}, path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == [checkpoint.FILENAME]
@@ -275,7 +278,8 @@ def tiny_filesystem(tmp_path):
     """A 256 KiB tmpfs (needs root and mount rights; skipped elsewhere)."""
     folder = tmp_path / "tiny"
     folder.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], capture_output=True, check=False).returncode:
+    mount = ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)]
+    if subprocess.run(mount, capture_output=True, check=False).returncode:
         pytest.skip("cannot mount a tmpfs here")
     yield folder
     subprocess.run(["umount", str(folder)], check=True)

@@ -20,7 +20,7 @@ from matchzoo.run import main as run_main
 # Small and offline: digits, pixels, FD; a failing value is refused before any training step.
 TINY_GIN = """
 train.dataset = @digits()
-train.generator = @mlp()
+train.generator = @mlp
 train.terms = [@term()]
 term.space = @pixels()
 term.objective = @fd()
@@ -74,9 +74,10 @@ def train(isolated_runs, capsys, *bindings) -> tuple[int, list[str]]:
     ("train.stability_every = -1", ["train.stability_every", ">= 0"]),  # used to exit 0
     ("train.seed = -1", ["train.seed", ">= 0"]),  # used to exit 0
     ("train.device = 'tpu9'", ["train.device", "'tpu9'"]),
-    ("train.dataset = @pixels()", ["train.dataset must be a dataset such as @digits(), got the feature space 'pixels'"]),
-    ("train.generator = @digits()", ["train.generator must be a generator such as @mlp(), got the dataset 'digits'"]),
-    ("train.terms = [@digits()]", ["train.terms", "@term()", "'digits'"]),
+    ("train.dataset = @pixels()",
+     ["train.dataset must be a dataset such as @digits(), got the feature space 'pixels'"]),
+    ("train.generator = @digits()", ["train.generator must be a generator such as @mlp, got the dataset 'digits'"]),
+    ("train.terms = [@digits()]", ["train.terms", "such as [@term]", "'digits'"]),
     ("train.eval_spaces = ['pixels']", ["train.eval_spaces", "write @pixels()"]),
     ("train.batch_size = 10000000", ["train.batch_size", "<= 1048576"]),  # used to allocate ~25 GB
     ("train.progress = 'no'", ["train.progress", "True or False"]),
@@ -165,7 +166,8 @@ def truncated_savez(handle, images):
     (nan_images(), np.savez, ["NaN or infinite"]),  # passed the range check, failed later in eigh
     (np.zeros((0, 1, 8, 8), np.float32), np.savez, ["holds 0 images"]),
     (np.zeros((20, 1, 8, 8), np.float32), np.save, ["single .npy array, not a .npz archive"]),
-    (np.full((20, 1, 8, 8), 0.5 + 0.5j, np.complex64), np.savez, ["complex64", "not supported"]),  # lost its imaginary part
+    # complex values used to lose their imaginary part
+    (np.full((20, 1, 8, 8), 0.5 + 0.5j, np.complex64), np.savez, ["complex64", "not supported"]),
     (np.zeros((50, 3, 8, 3), np.float32), np.savez, ["layout is ambiguous", "(50, 3, 8, 3)"]),  # read as 3x8x3 images
     (np.zeros((20, 1, 8, 8), np.uint8), truncated_savez, ["not a readable .npz file"]),
 ])

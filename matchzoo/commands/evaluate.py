@@ -1,5 +1,8 @@
 """``python -m matchzoo evaluate``: FD, FDr^k, KID, precision/recall, density/coverage of existing samples.
 
+Every registered metric (:mod:`matchzoo.metrics.registry`) runs in every space, the same quantities training
+logs as ``eval/<key>/<space>``; ``--no_prdc`` leaves out precision/recall/density/coverage.
+
 Example::
 
     python -m matchzoo evaluate --samples samples.npz --reference digits --spaces pixels,random_conv,digits_ssl
@@ -34,7 +37,7 @@ HELP = "evaluate samples (npz, image folder or checkpoint) against a dataset in 
 DEFAULT_SPACES = "pixels,random_conv,digits_classifier,digits_ssl"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 CHECKPOINT_IN_RUN_DIR = "checkpoint.pt"  # what the trainer writes in its run folder
-COLUMNS = ("space", "dim", "n", "fd", "fdr", "fd_heldout", "fdr_n", "kid", "kid_std", "precision", "recall", "density", "coverage")
+ROW_COLUMNS = ("dim", "n")  # what every row says about its samples, before the metrics' numbers
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,10 +91,8 @@ def load_samples(path: str, reference, num_samples: int | None, seed: int, devic
 
 
 def _sample_checkpoint(path: Path, count: int, seed: int, device: str) -> torch.Tensor:
-    try:
-        from matchzoo.train.checkpoint import load_generator
-    except ImportError as error:
-        raise MatchzooError(f"cannot read checkpoints in this installation ({error})") from None
+    from matchzoo.stored_config import load_generator
+
     generator = load_generator(path, device=device).eval()
     rng = torch.Generator().manual_seed(seed)
     chunks = []
@@ -101,23 +102,29 @@ def _sample_checkpoint(path: Path, count: int, seed: int, device: str) -> torch.
     return torch.cat(chunks)
 
 
+def suite_settings(args: argparse.Namespace):
+    from matchzoo.metrics.suite import SuiteSettings
+
+    return SuiteSettings(args.kid_subsets, args.kid_subset_size, not args.no_prdc, args.prdc_samples, args.seed)
+
+
 def evaluate(args: argparse.Namespace) -> dict:
     """Compute every metric in every space; returns ``{'spaces': {name: row}, 'fdr_k': ..., ...}``."""
     import matchzoo
-    from matchzoo.spaces.resolve import check_weights, option_requests
     from matchzoo.commands.stats import make_dataset, space_names, space_params
     from matchzoo.data.cache import reference_features, reference_stats
     from matchzoo.data.features import extract_features
-    from matchzoo.metrics.fdrk import fdr_table
+    from matchzoo.metrics.fdrk import fdr_k
     from matchzoo.metrics.frechet import FrechetReference, GaussianStats
-    from matchzoo.metrics.suite import SuiteSettings, evaluate_space
+    from matchzoo.metrics.suite import evaluate_space
+    from matchzoo.spaces.resolve import check_weights, option_requests
 
     names = space_names(args.spaces)
     per_space = space_params(args.space_param, names)
     check_weights(option_requests(per_space))  # every missing model in one line, before any work
     dataset = make_dataset(args.reference, args.dataset_param)
     images = load_samples(args.samples, dataset, args.num_samples, args.seed, args.device)
-    settings = SuiteSettings(args.kid_subsets, args.kid_subset_size, not args.no_prdc, args.prdc_samples, args.seed)
+    settings = suite_settings(args)
     quiet = args.no_progress
     rows: dict[str, dict[str, float]] = {}
     for name in tqdm(names, desc="spaces", disable=quiet):
@@ -134,14 +141,21 @@ def evaluate(args: argparse.Namespace) -> dict:
         rows[name] = evaluate_space(generated, reference, heldout, settings,
                                     FrechetReference(GaussianStats(mean, cov, reference.shape[0])),
                                     cache_key=(space.fingerprint, dataset.fingerprint))
-    table = fdr_table({n: r["fd_matched"] for n, r in rows.items()}, {n: r["fd_heldout"] for n, r in rows.items()})
     return {"samples": str(args.samples), "reference": args.reference, "num_samples": len(images),
-            "spaces": rows, "fdr_k": table["fdr_k"]}
+            "spaces": rows, "fdr_k": fdr_k(rows)}
 
 
-def format_table(result: dict) -> str:
-    headers = ("space", "dim", "n", "FD", "FDr", "FD(heldout)", "KID", "±", "precision", "recall", "density", "coverage")
-    keys = ("dim", "n", "fd", "fdr", "fd_heldout", "kid", "kid_std", "precision", "recall", "density", "coverage")
+def table_columns(metrics) -> dict[str, str]:
+    """Row key -> header of the printed table, in column order: the sample counts, then each metric's columns."""
+    columns = {key: key for key in ROW_COLUMNS}
+    for metric in metrics:
+        columns.update(metric.table_headers())
+    return columns
+
+
+def format_table(result: dict, metrics) -> str:
+    columns = table_columns(metrics)
+    headers, keys = ("space", *columns.values()), tuple(columns)
     lines = [headers]
     for space, row in result["spaces"].items():
         cells = [space] + [_format_number(row.get(key)) for key in keys]
@@ -163,9 +177,10 @@ def _format_number(value) -> str:
     return f"{value:.4g}"
 
 
-def format_csv(result: dict) -> str:
+def format_csv(result: dict, metrics) -> str:
+    fieldnames = ["space", *ROW_COLUMNS, *(key for metric in metrics for key in metric.keys), "fdr_k"]
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS) + ["fdr_k"], extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=fieldnames, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for space, row in result["spaces"].items():
         writer.writerow({"space": space, **row, "fdr_k": result["fdr_k"]})
@@ -186,12 +201,13 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", FewSamplesWarning)
         result = evaluate(args)
+    metrics = suite_settings(args).metrics()
     for message in dict.fromkeys(str(w.message) for w in caught):  # one line each, no duplicates
         print(f"matchzoo: warning: {message}", file=sys.stderr)
     if args.json is not None:
         _write(json.dumps(result, indent=2), args.json)
     if args.csv is not None:
-        _write(format_csv(result), args.csv)
+        _write(format_csv(result, metrics), args.csv)
     if "-" not in (args.json, args.csv):
-        print(format_table(result))
+        print(format_table(result, metrics))
     return 0

@@ -89,11 +89,8 @@ def broadcast_object(value):
     return box[0]
 
 
-def barrier() -> None:
-    if current().enabled:
-        dist.barrier()
-
-
 def cleanup() -> None:
+    """Leave the process group (the end of a torchrun run, also after an error): without it the ranks' gloo/NCCL
+    resources are torn down at interpreter exit, which NCCL reports as a leaked process group."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -6,14 +6,14 @@ import copy
 import torch
 from torch import nn
 
+from matchzoo.errors import MatchzooError
+
 
 class EMA:
     """``ema = decay * ema + (1 - decay) * online`` for parameters; buffers are copied."""
 
     def __init__(self, model: nn.Module, decay: float):
         if not 0.0 <= decay < 1.0:
-            from matchzoo.errors import MatchzooError
-
             raise MatchzooError(f"train.ema_decay must be in [0, 1), got {decay}")
         self.decay = decay
         self.model = copy.deepcopy(model).eval().requires_grad_(False)

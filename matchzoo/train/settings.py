@@ -1,19 +1,33 @@
-"""``train.*``: every setting of a training run, bound from gin (one configurable, so all of them land
-in the operative config and in the MLflow params)."""
+"""``train.*``: every setting of a training run, bound from gin.
+
+One configurable (``train``) keeps every binding's name, so all of them land in the operative config and in
+the MLflow params; :class:`TrainSettings` splits them into the parts each consumer needs:
+:class:`ExperimentSetup` (what is matched: data, generator, terms, eval spaces, seed),
+:class:`Optimization` (steps, batch, optimiser, EMA), :class:`Schedule` (how often to evaluate, log,
+checkpoint), :class:`Runtime` (where and how fast it runs) and :class:`TrackingNames` (MLflow experiment,
+run name, run folder).
+
+The generator is a factory (``train.generator = @mlp``) that is called after ``torch.manual_seed(train.seed)``,
+so its initial weights follow the seed and nothing but the seed.
+"""
 from __future__ import annotations
 
 import math
 import numbers
 import os
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
 
 import gin
+import torch
 
 from matchzoo import validate as check
 from matchzoo.data.datasets import ImageDataset
 from matchzoo.errors import MatchzooError
 from matchzoo.generators.base import Generator
 from matchzoo.spaces.base import FeatureSpace
+from matchzoo.train import optim
+from matchzoo.train.optim import OptimizerFactory, adam, check_optimizer_factory
 from matchzoo.train.terms import Term
 
 MAX_STEPS = 10**9  # more is a typo (1e12), not a run: it would never finish and overflows schedules
@@ -21,16 +35,74 @@ MAX_BATCH = 2**20
 IMAGE_COPIES = 4  # a generated batch, its gradient, and both again resized for a space: a floor, not an estimate
 
 
+@dataclass
+class ExperimentSetup:
+    """What is matched: the data, the generator, the loss terms, where it is evaluated, and the seed."""
+
+    dataset: ImageDataset
+    generator: Generator
+    terms: list[Term]
+    eval_spaces: list[FeatureSpace]
+    seed: int
+
+
+@dataclass
+class Optimization:
+    """How the generator is trained: ``optimizer(parameters, lr=lr, betas=betas)``, then an EMA of its weights."""
+
+    steps: int
+    batch_size: int
+    optimizer: OptimizerFactory
+    lr: float
+    betas: tuple[float, float]
+    ema_decay: float
+
+    def build_optimizer(self, parameters) -> torch.optim.Optimizer:
+        return optim.build("train.optimizer", self.optimizer, parameters, self.lr, self.betas)
+
+
+@dataclass
+class Schedule:
+    """How often (in steps) the callbacks act; ``stability_every = 0`` turns matching stability off."""
+
+    eval_every: int
+    eval_samples: Optional[int]
+    stability_every: int
+    stability_resamples: int
+    log_every: int
+    checkpoint_every: int
+
+
+@dataclass
+class Runtime:
+    """Where and how fast the run executes; none of it changes the numbers (so a resume may change it)."""
+
+    device: str
+    feature_batch_size: int
+    progress: bool
+    tf32: bool
+    compile_spaces: bool
+    num_threads: Optional[int]
+
+
+@dataclass
+class TrackingNames:
+    experiment: str
+    run_name: Optional[str]
+    run_dir: Optional[str]
+
+
 @gin.configurable("train", module="train")
 class TrainSettings:
     def __init__(
         self,
         dataset: ImageDataset = gin.REQUIRED,
-        generator: Generator = gin.REQUIRED,
+        generator: Callable[[], Generator] = gin.REQUIRED,
         terms: Sequence[Term] = gin.REQUIRED,
         eval_spaces: Sequence[FeatureSpace] = (),
         steps: int = 1000,
         batch_size: int = 256,
+        optimizer: OptimizerFactory = adam,
         lr: float = 1e-3,
         betas: tuple = (0.5, 0.999),
         ema_decay: float = 0.99,
@@ -51,51 +123,129 @@ class TrainSettings:
         compile_spaces: bool = False,
         num_threads: Optional[int] = None,
     ):
-        self.dataset = check.instance("train.dataset", dataset, ImageDataset, "a dataset such as @digits()")
-        self.generator = check.instance("train.generator", generator, Generator, "a generator such as @mlp()")
-        self.terms = check.instances("train.terms", terms, Term, "loss terms", "[@term()]")
-        if not self.terms:
-            raise MatchzooError("train.terms is empty; give at least one @term() (a feature space, an objective and a weight)")
-        self.eval_spaces = check.instances("train.eval_spaces", eval_spaces, FeatureSpace, "feature spaces",
-                                           "[@pixels(), @digits_ssl()]")
-        self.steps = check.positive_int("train.steps", steps, MAX_STEPS)
-        self.batch_size = self._batch_size(batch_size)
-        self.lr = check.positive_real("train.lr", lr)
-        # Adam needs each beta in [0, 1): beta = 1 never forgets its first moment
-        self.betas = check.pair("train.betas", betas, check.fraction, False, True)
-        self.ema_decay = check.fraction("train.ema_decay", ema_decay, open_high=True)  # 1 would never follow the generator
-        self.seed = check.seed("train.seed", seed)
-        self.device = check.device("train.device", device, allow_auto=True)
-        self.eval_every = check.positive_int("train.eval_every", eval_every)
-        self.eval_samples = None if eval_samples is None else check.integer("train.eval_samples", eval_samples, 2)
+        self.schedule = schedule(eval_every, eval_samples, stability_every, stability_resamples, log_every,
+                                 checkpoint_every)
+        self.runtime = runtime(device, feature_batch_size, progress, tf32, compile_spaces, num_threads)
+        self.tracking = TrackingNames(experiment, run_name, run_dir)
+        self.setup = setup(dataset, generator, terms, eval_spaces, seed)
+        self.optimization = optimization(steps, batch_size, optimizer, lr, betas, ema_decay, self.setup)
+
+    def __getattr__(self, name: str) -> Any:
+        """Flat reads (``settings.steps``) for code that still takes the whole settings, not its part."""
+        for part in ("setup", "optimization", "schedule", "runtime", "tracking"):
+            if part in self.__dict__ and name in self.__dict__[part].__dataclass_fields__:
+                return getattr(self.__dict__[part], name)
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+
+def schedule(eval_every, eval_samples, stability_every, stability_resamples, log_every, checkpoint_every) -> Schedule:
+    eval_every = check.positive_int("train.eval_every", eval_every)
+    return Schedule(
+        eval_every=eval_every,
+        eval_samples=None if eval_samples is None else check.integer("train.eval_samples", eval_samples, 2),
         # matching stability at every evaluation by default (None); 0 turns it off
-        self.stability_every = (self.eval_every if stability_every is None
-                                else check.non_negative_int("train.stability_every", stability_every))
-        self.stability_resamples = check.integer("train.stability_resamples", stability_resamples, 2)
-        self.log_every = check.positive_int("train.log_every", log_every)
-        self.checkpoint_every = check.positive_int("train.checkpoint_every", checkpoint_every)
-        self.experiment, self.run_name, self.run_dir = experiment, run_name, run_dir
-        self.feature_batch_size = check.positive_int("train.feature_batch_size", feature_batch_size, MAX_BATCH)
-        self.progress = check.instance("train.progress", progress, bool, "True or False")
-        self.tf32 = check.instance("train.tf32", tf32, bool, "True or False")
-        self.compile_spaces = check.instance("train.compile_spaces", compile_spaces, bool, "True or False")
-        self.num_threads = None if num_threads is None else check.positive_int("train.num_threads", num_threads)
+        stability_every=(eval_every if stability_every is None
+                         else check.non_negative_int("train.stability_every", stability_every)),
+        stability_resamples=check.integer("train.stability_resamples", stability_resamples, 2),
+        log_every=check.positive_int("train.log_every", log_every),
+        checkpoint_every=check.positive_int("train.checkpoint_every", checkpoint_every))
 
-    def _batch_size(self, value) -> int:
-        if isinstance(value, numbers.Real) and not isinstance(value, bool) and value < 2:
-            raise MatchzooError(f"train.batch_size must be at least 2 (statistics need two samples), got {value}")
-        batch_size = check.integer("train.batch_size", value, 2, MAX_BATCH)
-        per_process = -(-batch_size // max(1, int(os.environ.get("WORLD_SIZE", "1"))))  # torchrun splits the batch
-        needed = per_process * self._largest_image() * 4 * IMAGE_COPIES  # float32 bytes
-        available = check.memory_bytes()
-        if available is not None and needed > available:
-            raise MatchzooError(
-                f"train.batch_size = {batch_size} needs at least {needed / 2**30:.1f} GiB for its images alone, more "
-                f"than this machine's {available / 2**30:.1f} GiB of memory; lower train.batch_size")
-        return batch_size
 
-    def _largest_image(self) -> int:
-        """Elements of the largest image a batch item becomes: the generator's output or a space's resized input."""
-        sizes = [math.prod(getattr(self.generator, "image_shape", (1,)))]
-        sizes += [3 * term.space.input_size ** 2 for term in self.terms if term.space.input_size]
-        return max(sizes)
+def runtime(device, feature_batch_size, progress, tf32, compile_spaces, num_threads) -> Runtime:
+    return Runtime(
+        device=check.device("train.device", device, allow_auto=True),
+        feature_batch_size=check.positive_int("train.feature_batch_size", feature_batch_size, MAX_BATCH),
+        progress=check.instance("train.progress", progress, bool, "True or False"),
+        tf32=check.instance("train.tf32", tf32, bool, "True or False"),
+        compile_spaces=check.instance("train.compile_spaces", compile_spaces, bool, "True or False"),
+        num_threads=None if num_threads is None else check.positive_int("train.num_threads", num_threads))
+
+
+def setup(dataset, generator, terms, eval_spaces, seed) -> ExperimentSetup:
+    """Seeds the global RNG, then builds the factories in the order the shipped configs bind them (generator,
+    terms, eval spaces), so every random initialisation follows ``train.seed`` and nothing else."""
+    dataset = check.instance("train.dataset", dataset, ImageDataset, "a dataset such as @digits()")
+    check.instances("train.terms", terms, object, "loss terms", TERMS_EXAMPLE)  # a list, no strings in it
+    check.instances("train.eval_spaces", eval_spaces, object, "feature spaces", SPACES_EXAMPLE)
+    if not terms:
+        raise MatchzooError("train.terms is empty; give at least one @term (a feature space, an objective and a "
+                            "weight)")
+    refuse_unseeded_parameters(terms)
+    seed = check.seed("train.seed", seed)
+    factory = generator_factory(generator)
+    torch.manual_seed(seed)
+    built_generator = build_generator(factory)
+    built_terms = check.instances("train.terms", [build_item(item, Term) for item in terms], Term, "loss terms",
+                                  TERMS_EXAMPLE)
+    built_spaces = check.instances("train.eval_spaces", [build_item(item, FeatureSpace) for item in eval_spaces],
+                                   FeatureSpace, "feature spaces", SPACES_EXAMPLE)
+    return ExperimentSetup(dataset, built_generator, built_terms, built_spaces, seed)
+
+
+TERMS_EXAMPLE, SPACES_EXAMPLE = "[@term]", "[@pixels, @digits_ssl]"
+
+
+def build_item(item: Any, kind: type) -> Any:
+    """A list item gin built already (``@term()``), or a factory (``@term``, ``@ssl/term``) built now."""
+    if isinstance(item, (kind, str, bytes, torch.nn.Module)) or not callable(item):
+        return item  # checked by the caller, with the list's own message
+    return item()
+
+
+def refuse_unseeded_parameters(terms: Sequence[Any]) -> None:
+    """A term gin built (``@term()``) exists before the seed is set; an objective with parameters (a critic)
+    would start from weights ``train.seed`` does not choose."""
+    for term in terms:
+        if isinstance(term, Term) and any(True for _ in term.objective.parameters()):
+            raise MatchzooError(f"train.terms: term {term.name!r} was built before train.seed is applied, but its "
+                                f"objective has parameters that must start from the seed; write it as a factory "
+                                f"(@term or @scope/term, without parentheses)")
+
+
+def generator_factory(value: Any) -> Callable[[], Generator]:
+    """``@mlp`` (a factory) is expected; ``@mlp()`` would have been built by gin before the seed is set."""
+    if isinstance(value, Generator):
+        name = getattr(type(value), "registry_name", type(value).__name__)
+        raise MatchzooError(f"train.generator = @{name}() builds the generator before train.seed is applied; write "
+                            f"train.generator = @{name} (no parentheses) so it is built after seeding")
+    if isinstance(value, torch.nn.Module) or not callable(value):
+        check.instance("train.generator", value, Generator, "a generator such as @mlp")
+    return value
+
+
+def build_generator(factory: Callable[[], Generator]) -> Generator:
+    name = getattr(factory, "registry_name", getattr(factory, "__name__", "the factory"))
+    return check.instance("train.generator", factory(), Generator,
+                          f"a generator such as @mlp (@{name} built something else)")
+
+
+def optimization(steps, batch_size, optimizer, lr, betas, ema_decay, setup: ExperimentSetup) -> Optimization:
+    return Optimization(
+        steps=check.positive_int("train.steps", steps, MAX_STEPS),
+        batch_size=batch_size_checked(batch_size, setup),
+        optimizer=check_optimizer_factory("train.optimizer", optimizer),
+        lr=check.positive_real("train.lr", lr),
+        # Adam needs each beta in [0, 1): beta = 1 never forgets its first moment
+        betas=check.pair("train.betas", betas, check.fraction, False, True),
+        ema_decay=check.fraction("train.ema_decay", ema_decay, open_high=True))  # 1 would never follow the generator
+
+
+def batch_size_checked(value, setup: ExperimentSetup) -> int:
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and value < 2:
+        raise MatchzooError(f"train.batch_size must be at least 2 (statistics need two samples), got {value}")
+    batch_size = check.integer("train.batch_size", value, 2, MAX_BATCH)
+    per_process = -(-batch_size // max(1, int(os.environ.get("WORLD_SIZE", "1"))))  # torchrun splits the batch
+    needed = per_process * largest_image(setup) * 4 * IMAGE_COPIES  # float32 bytes
+    available = check.memory_bytes()
+    if available is not None and needed > available:
+        raise MatchzooError(
+            f"train.batch_size = {batch_size} needs at least {needed / 2**30:.1f} GiB for its images alone, more "
+            f"than this machine's {available / 2**30:.1f} GiB of memory; lower train.batch_size")
+    return batch_size
+
+
+def largest_image(setup: ExperimentSetup) -> int:
+    """Elements of the largest image a batch item becomes: the generator's output or a space's resized input."""
+    sizes = [math.prod(getattr(setup.generator, "image_shape", (1,)))]
+    sizes += [3 * term.space.input_size ** 2 for term in setup.terms if term.space.input_size]
+    return max(sizes)

@@ -17,7 +17,8 @@ class Term:
     def __init__(self, space: FeatureSpace = gin.REQUIRED, objective: Objective = gin.REQUIRED,
                  weight: float = 1.0, name: Optional[str] = None):
         if not isinstance(space, FeatureSpace):
-            raise MatchzooError(f"term.space must be a feature space such as @random_conv(), got {type(space).__name__}")
+            raise MatchzooError(f"term.space must be a feature space such as @random_conv(), "
+                                f"got {type(space).__name__}")
         if not isinstance(objective, Objective):
             raise MatchzooError(f"term.objective must be an objective such as @fd(), got {type(objective).__name__}")
         self.space, self.objective, self.weight = space, objective, float(weight)

@@ -1,4 +1,4 @@
-"""The shared training loop: one generator, a weighted sum of (space, objective) terms, Adam, EMA.
+"""The shared training loop: one generator, a weighted sum of (space, objective) terms, an optimiser, EMA.
 
 Everything else -- evaluation, checkpoints, MLflow -- is a callback (:mod:`matchzoo.train.callbacks`).
 """
@@ -10,13 +10,13 @@ from typing import Any, Optional, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from matchzoo import signals
+from matchzoo import keys, signals
 from matchzoo.errors import MatchzooError
 from matchzoo.generators.base import check_generator_output
 from matchzoo.train import distributed
 from matchzoo.train.ema import EMA
 from matchzoo.train.features import RealFeatures
-from matchzoo.train.settings import TrainSettings
+from matchzoo.train.settings import Runtime, TrainSettings
 
 
 class NonFiniteError(MatchzooError):
@@ -38,51 +38,55 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise MatchzooError(f"train.device = {name!r} but MPS is not available; use 'cpu' or 'auto'")
     if device.type not in ("cpu", "cuda", "mps"):
-        raise MatchzooError(f"train.device = {name!r}: matchzoo trains on 'cpu', 'cuda' or 'mps'; use 'auto' to pick one")
+        raise MatchzooError(f"train.device = {name!r}: matchzoo trains on 'cpu', 'cuda' or 'mps'; "
+                            f"use 'auto' to pick one")
     return device
 
 
 class Trainer:
     def __init__(self, settings: TrainSettings, callbacks: Sequence[Any] = ()):
-        self.settings = s = settings
-        self.dist = distributed.init_from_env("cuda" if s.device != "cpu" and torch.cuda.is_available() else "cpu")
-        self.device = resolve_device(s.device, self.dist.local_rank)
-        if s.batch_size % self.dist.world_size:
-            raise MatchzooError(f"train.batch_size = {s.batch_size} is the global batch and must be divisible by the "
-                                f"{self.dist.world_size} processes")
-        self.local_batch = s.batch_size // self.dist.world_size
-        self.generator = s.generator.to(self.device)
+        self.settings = settings
+        setup, optimization, runtime = settings.setup, settings.optimization, settings.runtime
+        self.dist = distributed.init_from_env("cuda" if runtime.device != "cpu" and torch.cuda.is_available()
+                                              else "cpu")
+        self.device = resolve_device(runtime.device, self.dist.local_rank)
+        if optimization.batch_size % self.dist.world_size:
+            raise MatchzooError(f"train.batch_size = {optimization.batch_size} is the global batch and must be "
+                                f"divisible by the {self.dist.world_size} processes")
+        self.local_batch = optimization.batch_size // self.dist.world_size
+        self.generator = setup.generator.to(self.device)
         self.model = self.generator
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
-            self.model = DistributedDataParallel(self.generator, device_ids=[self.device] if self.device.type == "cuda" else None)
-        self.terms = s.terms
-        self._configure_gpu_path()
+            device_ids = [self.device] if self.device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.generator, device_ids=device_ids)
+        self.terms = setup.terms
+        self._configure_gpu_path(runtime)
         for term in self.terms:
             term.space.to(self.device)
             term.objective.to(self.device)
-        self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=s.lr, betas=s.betas)
+        self.optimizer = optimization.build_optimizer(self.generator.parameters())
         self.critic_optimizers: list = [None] * len(self.terms)  # built in prepare(), once the reference is known
-        self.ema = EMA(self.generator, s.ema_decay)
+        self.ema = EMA(self.generator, optimization.ema_decay)
         # per-rank noise and real minibatches; the global RNG (objectives' own randomness) is identical on all ranks
-        self.noise_rng = torch.Generator().manual_seed(s.seed + 1 + 1000 * self.dist.rank)
-        self.real_rng = torch.Generator().manual_seed(s.seed + 2 + 1000 * self.dist.rank)
-        self.real = RealFeatures(s.dataset, s.feature_batch_size, self.device, s.progress)
+        self.noise_rng = torch.Generator().manual_seed(setup.seed + 1 + 1000 * self.dist.rank)
+        self.real_rng = torch.Generator().manual_seed(setup.seed + 2 + 1000 * self.dist.rank)
+        self.real = RealFeatures(setup.dataset, runtime.feature_batch_size, self.device, runtime.progress)
         self.callbacks = list(callbacks)
         self.step = 0
 
-    def _configure_gpu_path(self) -> None:
+    def _configure_gpu_path(self, runtime: Runtime) -> None:
         """TF32 matmuls on CUDA (statistics stay float64, so metrics are unaffected) and optional
         ``torch.compile`` of each training space's encoder. Nothing changes on CPU unless asked."""
-        if self.settings.num_threads is not None:
+        if runtime.num_threads is not None:
             # small CPU models (the offline configs) run fastest single-threaded: thread barriers cost
             # more than 64x64 kernels gain, and far more when other processes share the cores
-            torch.set_num_threads(self.settings.num_threads)
-        if self.device.type == "cuda" and self.settings.tf32:
+            torch.set_num_threads(runtime.num_threads)
+        if self.device.type == "cuda" and runtime.tf32:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        if self.settings.compile_spaces:
+        if runtime.compile_spaces:
             for space in {id(t.space): t.space for t in self.terms}.values():
                 space.encode = torch.compile(space.encode)
 
@@ -120,14 +124,14 @@ class Trainer:
                 raise NonFiniteError(f"loss of term {term.name} (objective {type(term.objective).__name__}, space "
                                      f"{term.space.name}) is {float(out.loss.detach())} at step {self.step + 1}")
             total = total + term.weight * out.loss.float()
-            logs.update({f"train/{term.name}/{key}": value for key, value in out.logs.items()})
+            logs.update({keys.train_key(term.name, key): value for key, value in out.logs.items()})
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self._check_gradients()
         self.optimizer.step()
         self.ema.update(self.generator)
         self.step += 1
-        logs["train/loss"] = float(total.detach())
+        logs[keys.TRAIN_LOSS] = float(total.detach())
         return logs
 
     def critic_update(self, term, optimizer: torch.optim.Optimizer, fake: torch.Tensor) -> dict[str, float]:
@@ -138,7 +142,7 @@ class Trainer:
             out.loss.backward()
             optimizer.step()
             term.objective.after_critic_step()
-            logs = {f"train/{term.name}/critic/{key}": value for key, value in out.logs.items()}
+            logs = {keys.train_key(term.name, f"critic/{key}"): value for key, value in out.logs.items()}
         return logs
 
     def _check_gradients(self) -> None:
@@ -147,20 +151,20 @@ class Trainer:
                 raise NonFiniteError(f"gradient of generator parameter {name} is NaN/inf at step {self.step + 1}")
 
     def fit(self) -> None:
-        s = self.settings
+        steps, log_every = self.settings.optimization.steps, self.settings.schedule.log_every
         for callback in self.callbacks:
             callback.on_start(self)
         # a log file (no terminal) gets a progress line every 30 s instead of ten per second
         interval = 0.1 if sys.stderr.isatty() else 30.0
-        bar = tqdm(total=s.steps, initial=self.step, desc="train", disable=not s.progress, dynamic_ncols=True,
-                   mininterval=interval)
+        bar = tqdm(total=steps, initial=self.step, desc="train", disable=not self.settings.runtime.progress,
+                   dynamic_ncols=True, mininterval=interval)
         with bar:
-            while self.step < s.steps:
+            while self.step < steps:
                 with signals.deferred():  # Ctrl-C/SIGTERM stop between steps, so the checkpoint is consistent
                     logs = self.train_step()
                 bar.update(1)
-                if self.step % s.log_every == 0 or self.step == s.steps:
-                    bar.set_postfix(loss=f"{logs['train/loss']:.4g}")
+                if self.step % log_every == 0 or self.step == steps:
+                    bar.set_postfix(loss=f"{logs[keys.TRAIN_LOSS]:.4g}")
                 for callback in self.callbacks:
                     callback.on_step(self, logs)
         for callback in self.callbacks:
@@ -175,7 +179,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "objectives": [term.objective.state_dict() for term in self.terms],
             "critic_optimizers": [opt.state_dict() if opt is not None else {} for opt in self.critic_optimizers],
-            "rng": {"torch": torch.get_rng_state(), "noise": self.noise_rng.get_state(), "real": self.real_rng.get_state(),
+            "rng": {"torch": torch.get_rng_state(), "noise": self.noise_rng.get_state(),
+                    "real": self.real_rng.get_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         }
 
