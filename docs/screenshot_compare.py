@@ -24,6 +24,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from matchzoo.keys import ROLE_TAG, SUMMARY_ROLE, SWEEP_TAG
 from matchzoo.train.tracking import client as make_client
 from matchzoo.train.tracking import search_all_runs
 
@@ -72,8 +73,8 @@ def main() -> int:
     mlflow_client = make_client()
     experiments = mlflow_client.search_experiments()
     runs = [r for r in search_all_runs(mlflow_client, [e.experiment_id for e in experiments],
-                                       f"tags.sweep = '{args.sweep}' and attributes.status = 'FINISHED'")
-            if r.data.tags.get("matchzoo.role") != "summary"]
+                                       f"tags.{SWEEP_TAG} = '{args.sweep}' and attributes.status = 'FINISHED'")
+            if r.data.tags.get(ROLE_TAG) != SUMMARY_ROLE]
     if not runs:
         raise SystemExit(f"no FINISHED runs tagged sweep = {args.sweep!r} in {os.environ.get('MLFLOW_TRACKING_URI')}")
     port = free_port()

@@ -3,7 +3,10 @@
 For every run (filtered by experiment and/or the ``sweep`` tag; compare's own summary runs, tagged
 ``matchzoo.role = summary``, are left out) it collects
 
-* the final value of ``eval/fd/<space>``, ``eval/fdr/<space>``, ``eval/fdr_k`` and ``eval/stability/<space>``;
+* the final value of every ``eval/*`` metric (``eval/fd/<space>``, ``eval/fd_to_heldout/<space>``,
+  ``eval/fdr/<space>``, ``eval/fdr_k``, ``eval/stability/<space>``, ...), runs logged before key schema 2
+  read with their old ``eval/fd/<space>`` (FD to the held-out split) as ``eval/fd_to_heldout/<space>``
+  (:func:`matchzoo.keys.upgrade_metrics`);
 * the mean over training of ``eval/fdr_k`` and ``eval/stability/<space>`` (mean of their metric history);
 * **stability** of a run = ``eval/stability/<space>`` averaged over its train spaces (tag ``train_space``,
   comma-joined for multi-term runs); over every logged stability space only when the tag is missing.
@@ -21,13 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
+from matchzoo import keys
 from matchzoo import validate as check
 from matchzoo.errors import MatchzooError
-from matchzoo.train.tracking import search_all_runs
+from matchzoo.keys import ROLE_TAG, SUMMARY_ROLE, SWEEP_TAG
+from matchzoo.tracking import search_all_runs
 
-FD, FDR, FDRK, STABILITY = "eval/fd/", "eval/fdr/", "eval/fdr_k", "eval/stability/"
-ROLE_TAG, SUMMARY_ROLE = "matchzoo.role", "summary"
-SWEEP_TAG = "sweep"
+FD, FD_TO_HELDOUT, FDR = (keys.eval_prefix(q) for q in (keys.FD, keys.FD_TO_HELDOUT, keys.FDR))
+FDRK, STABILITY = keys.FDRK, keys.STABILITY_PREFIX
+PER_SPACE = (FD, FD_TO_HELDOUT, FDR)  # per-space FD columns of the CSV, in this order
 
 
 @dataclass
@@ -85,11 +90,12 @@ def collect_runs(client, experiment: Optional[str] = None, sweep: Optional[str] 
 
 def _summarize(client, run, experiments: dict) -> RunSummary:
     tags = run.data.tags
+    evaluation = {k: float(v) for k, v in run.data.metrics.items() if k.startswith(keys.EVAL_PREFIX)}
     summary = RunSummary(
         run_id=run.info.run_id, run_name=run.info.run_name or run.info.run_id[:8],
         experiment=experiments.get(run.info.experiment_id, run.info.experiment_id), status=run.info.status,
-        objective=tags.get("objective", "?"), train_space=tags.get("train_space", "?"), sweep=tags.get(SWEEP_TAG, ""),
-        final={k: float(v) for k, v in run.data.metrics.items() if k.startswith("eval/")},
+        objective=tags.get(keys.OBJECTIVE_TAG, "?"), train_space=tags.get(keys.TRAIN_SPACE_TAG, "?"),
+        sweep=tags.get(SWEEP_TAG, ""), final=keys.upgrade_metrics(evaluation, tags),
     )
     for key in summary.final:
         if key == FDRK or key.startswith(STABILITY):
@@ -110,7 +116,8 @@ def spaces_of(runs: Sequence[RunSummary], prefix: str) -> list[str]:
 
 def table_rows(runs: Sequence[RunSummary]) -> list[dict[str, object]]:
     """One dict per run with every column of the CSV (``None`` where a run logged nothing)."""
-    fd_spaces, stability_spaces = spaces_of(runs, FD), spaces_of(runs, STABILITY)
+    eval_spaces = sorted({space for prefix in PER_SPACE for space in spaces_of(runs, prefix)})
+    stability_spaces = spaces_of(runs, STABILITY)
     rows = []
     for run in runs:
         row: dict[str, object] = {
@@ -118,9 +125,8 @@ def table_rows(runs: Sequence[RunSummary]) -> list[dict[str, object]]:
             "fdr_k": run.final.get(FDRK), "fdr_k_mean": run.mean.get(FDRK),
             "stability": run.stability("final"), "stability_mean": run.stability("mean"),
         }
-        for space in fd_spaces:
-            row[f"fd/{space}"] = run.final.get(FD + space)
-            row[f"fdr/{space}"] = run.final.get(FDR + space)
+        for space in eval_spaces:
+            row.update({prefix[len(keys.EVAL_PREFIX):] + space: run.final.get(prefix + space) for prefix in PER_SPACE})
         for space in stability_spaces:
             row[f"stability/{space}"] = run.final.get(STABILITY + space)
             row[f"stability_mean/{space}"] = run.mean.get(STABILITY + space)
@@ -138,7 +144,8 @@ def _number(value: object) -> str:
 
 
 def markdown_table(runs: Sequence[RunSummary]) -> str:
-    """Objective x train space with FDr^k and stability (final / mean over training) and FD per eval space."""
+    """Objective x train space with FDr^k and stability (final / mean over training) and FD to the reference
+    per eval space."""
     fd_spaces = spaces_of(runs, FD)
     header = ["objective", "train space", "status", "step", "FDr^k", "FDr^k (mean)", "stability", "stability (mean)"]
     header += [f"FD {space}" for space in fd_spaces] + ["run"]
@@ -310,9 +317,9 @@ def log_summary_run(client, runs: Sequence[RunSummary], files: dict[str, Path], 
     experiment_name = names.pop() if len(names) == 1 else "compare"
     found = client.get_experiment_by_name(experiment_name)
     experiment_id = found.experiment_id if found else client.create_experiment(experiment_name)
-    tags = {ROLE_TAG: SUMMARY_ROLE, "compared_runs": ",".join(r.run_id for r in runs)[:5000]}
+    tags = {ROLE_TAG: SUMMARY_ROLE, keys.COMPARED_RUNS_TAG: ",".join(r.run_id for r in runs)[:5000]}
     if sweep:
-        tags["compared_sweep"] = sweep  # not the 'sweep' tag: the summary must not count as a member run
+        tags[keys.COMPARED_SWEEP_TAG] = sweep  # not the 'sweep' tag: the summary must not count as a member run
     run_id = client.create_run(experiment_id, run_name=f"compare {subject}"[:250], tags=tags).info.run_id
     for path in files.values():
         client.log_artifact(run_id, str(path), artifact_path="comparison")

@@ -23,12 +23,12 @@ a grid would train the same run in every cell.
 
 Each cell is identified by a **cell id**: a hash of the experiment file (name *and* content) and of the
 cell's bindings. Runs carry the tags ``sweep`` (the sweep name), ``sweep_cell`` (cell id) and
-``sweep_cell_label`` (readable bindings); the trainer adds ``objective`` and ``train_space``, which the
-sweep puts in the run name ``<sweep>: <objective>@<train_space>`` and makes sure are in the params
-``1 objective`` / ``2 train_space`` (the UI's parallel-coordinates view plots params, not tags; see
-:mod:`matchzoo.train.tracking`). Running a
-sweep again skips cells that already have a FINISHED run, so an interrupted sweep resumes; a cell that
-raises is recorded as a FAILED run with tag ``sweep_error`` and the sweep goes on.
+``sweep_cell_label`` (readable bindings; every name is in :mod:`matchzoo.keys`); the trainer adds
+``objective`` and ``train_space``, which the sweep puts in the run name ``<sweep>: <objective>@<train_space>``
+and makes sure are in the params ``1 objective`` / ``2 train_space`` (the UI's parallel-coordinates view plots
+params, not tags; see :mod:`matchzoo.tracking`). Running a sweep again skips cells that already have a
+FINISHED run, so an interrupted sweep resumes; a cell that raises is recorded as a FAILED run with tag
+``sweep_error`` and the sweep goes on.
 """
 from __future__ import annotations
 
@@ -44,12 +44,12 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from gin import config_parser
-
 from matchzoo import config
 from matchzoo.errors import MatchzooError
-from matchzoo.train.tracking import search_all_runs, summary_params
+from matchzoo.keys import CELL_TAG, ERROR_TAG, LABEL_TAG, OBJECTIVE_TAG, RUN_NAME_TAG, SWEEP_TAG, TRAIN_SPACE_TAG
+from matchzoo.tracking import client as make_client
+from matchzoo.tracking import search_all_runs, summary_params
 
-SWEEP_TAG, CELL_TAG, LABEL_TAG, ERROR_TAG = "sweep", "sweep_cell", "sweep_cell_label", "sweep_error"
 SPEC_KEYS = ("name", "experiments", "gin_params", "grid", "experiment")
 
 
@@ -114,9 +114,9 @@ class Cell:
             match = re.fullmatch(r"@(?:[\w./]*/)?(\w+)(?:\(\))?", value)
             short = match.group(1) if match else value
             if key.endswith("term.objective"):
-                tags["objective"] = short
+                tags[OBJECTIVE_TAG] = short
             elif key.endswith("term.space"):
-                tags["train_space"] = short
+                tags[TRAIN_SPACE_TAG] = short
         return tags
 
 
@@ -292,8 +292,6 @@ class SweepResult:
 
 def run_sweep(spec: SweepSpec, runner: Optional[Runner] = None, client=None, log: Callable[[str], None] = print) -> SweepResult:
     """Run every cell not yet FINISHED, sequentially; failures are recorded and do not stop the sweep."""
-    from matchzoo.train.tracking import client as make_client
-
     client = client or make_client()
     runner = runner or _default_runner
     cells = expand(spec)
@@ -337,10 +335,10 @@ def annotate_for_ui(client, run_id: str, cell: Cell, name: str) -> None:
     Existing params are left alone."""
     run = client.get_run(run_id)
     tags, params = run.data.tags, run.data.params
-    objective, space = tags.get("objective", "?"), tags.get("train_space", "?")
+    objective, space = tags.get(OBJECTIVE_TAG, "?"), tags.get(TRAIN_SPACE_TAG, "?")
     others = [f"{k.split('.')[-1]}={v}" for k, v in cell.bindings if not k.endswith(("term.objective", "term.space"))]
-    client.set_tag(run_id, "mlflow.runName", " ".join([f"{name}: {objective}@{space}", *others])[:250])
-    for key, value in summary_params({"objective": objective, "train_space": space}).items():
+    client.set_tag(run_id, RUN_NAME_TAG, " ".join([f"{name}: {objective}@{space}", *others])[:250])
+    for key, value in summary_params({OBJECTIVE_TAG: objective, TRAIN_SPACE_TAG: space}).items():
         if key not in params:
             client.log_param(run_id, key, value)
 

@@ -6,6 +6,7 @@ import csv
 import pytest
 
 from matchzoo import compare as cmp
+from matchzoo import keys
 from matchzoo.errors import MatchzooError
 
 SPACES = ("pixels", "random_conv")
@@ -28,7 +29,8 @@ def store(tmp_path_factory):
 
     def make(objective, space, status, fdrk=None, stab=None, sweep="s1"):
         run = client.create_run(experiment_id, run_name=f"{objective}-{space}",
-                                tags={"objective": objective, "train_space": space, "sweep": sweep})
+                                tags={"objective": objective, "train_space": space, "sweep": sweep,
+                                      keys.KEY_SCHEMA_TAG: keys.KEY_SCHEMA})  # as the trainer tags them
         metrics = []
         for key, values in ((cmp.FDRK, fdrk), (cmp.STABILITY + space, stab)):
             for step, value in values or []:
@@ -132,3 +134,29 @@ def test_cli_prints_table_and_paths(store, tmp_path, monkeypatch, capsys):
     assert (tmp_path / "cli" / "stability_vs_fdrk.png").is_file()
     assert main(["compare", "--experiment", "nope", "--no_log"]) == 2
     assert "no MLflow experiment named 'nope'" in capsys.readouterr().err
+
+
+def test_runs_logged_before_key_schema_2_are_read_with_the_new_names(tmp_path):
+    """``eval/fd/<space>`` once meant FD to the held-out split; read from an old store it must not land in the
+    ``fd/<space>`` column (now FD to the reference)."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    experiment_id = client.create_experiment("old", artifact_location=(tmp_path / "artifacts").as_uri())
+
+    def make(name, tags, metrics):
+        run_id = client.create_run(experiment_id, run_name=name, tags={"objective": name, "train_space": "pixels",
+                                                                         **tags}).info.run_id
+        client.log_batch(run_id, metrics=[Metric(k, v, 0, 10) for k, v in metrics.items()])
+        client.set_terminated(run_id, "FINISHED")
+
+    make("old", {}, {"eval/fd/pixels": 3.0, cmp.FDRK: 2.0})
+    make("resumed", {}, {"eval/fd/pixels": 5.0, "eval/fd_to_heldout/pixels": 6.0, cmp.FDRK: 2.0})
+    make("new", {keys.KEY_SCHEMA_TAG: keys.KEY_SCHEMA},
+         {"eval/fd/pixels": 7.0, "eval/fd_to_heldout/pixels": 8.0, cmp.FDRK: 2.0})
+    rows = {row["objective"]: row for row in cmp.table_rows(cmp.collect_runs(client, experiment="old"))}
+    assert (rows["old"]["fd/pixels"], rows["old"]["fd_to_heldout/pixels"]) == (None, 3.0)
+    assert (rows["resumed"]["fd/pixels"], rows["resumed"]["fd_to_heldout/pixels"]) == (5.0, 6.0)
+    assert (rows["new"]["fd/pixels"], rows["new"]["fd_to_heldout/pixels"]) == (7.0, 8.0)
+    assert "FD pixels" in cmp.markdown_table(cmp.collect_runs(client, experiment="old")).splitlines()[0]

@@ -16,7 +16,6 @@ from matchzoo.metrics.frechet import FrechetReference, GaussianStats, StreamingM
 from matchzoo.metrics.kid import kernel_inception_distance, mmd2_unbiased
 from matchzoo.metrics.prdc import density_coverage, knn_squared_radii, prdc, precision_recall
 
-
 # ---------------------------------------------------------------- streaming statistics
 
 def test_streaming_moments_match_numpy_with_large_offset():

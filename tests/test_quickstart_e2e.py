@@ -38,6 +38,7 @@ def test_quickstart_creates_mlflow_run(isolated_runs):
     for space in eval_spaces:
         assert math.isfinite(metrics[f"eval/fd/{space}"])
         assert f"eval/fdr/{space}" in metrics
+        assert math.isfinite(metrics[f"eval/fd_to_heldout/{space}"])  # eval/fd/<space> before key schema 2
         history = client.get_metric_history(run.info.run_id, f"eval/fd/{space}")
         assert [m.step for m in history] == [0, 20, 40]
     assert "eval/fdr_k" in metrics and "train/loss" in metrics

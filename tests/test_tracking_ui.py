@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from matchzoo.train import tracking
+from matchzoo import keys, tracking
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -57,7 +57,7 @@ def test_ui_rule_is_the_one_in_the_installed_mlflow_bundle():
 
 def test_summary_param_names_sort_before_every_gin_binding():
     """Gin scopes and selectors start with a letter or ``_``; a leading digit sorts before all of them."""
-    names = [tracking.OBJECTIVE_PARAM, tracking.TRAIN_SPACE_PARAM, tracking.STABILITY_PARAM]
+    names = [keys.OBJECTIVE_PARAM, keys.TRAIN_SPACE_PARAM, keys.STABILITY_PARAM]
     bindings = ["A/term.space", "Z.x", "_private.x", "a/term.objective", "bures.center", "term.objective", "train.steps"]
     assert sorted(names + bindings)[:3] == names
     assert tracking.summary_params({"objective": "fd", "train_space": "pixels", "sweep": "s"}) == {
@@ -76,6 +76,7 @@ def test_flush_writes_fdrk_then_stability_first(tmp_path, monkeypatch):
     assert [m.key for m in run.to_proto().data.metrics][:3] == ["eval/fdr_k", "eval/stability/pixels", "train/loss"]
     assert [m.value for m in tracker.client.get_metric_history(tracker.run_id, "eval/fdr_k")] == [4.0, 5.0]
     assert run.data.params == {"3 stability": "0.5"}
+    assert run.data.tags[keys.KEY_SCHEMA_TAG] == keys.KEY_SCHEMA  # compare reads eval/fd/<space> as schema 2
 
 
 def test_final_stability_is_the_mean_over_train_spaces():
@@ -89,7 +90,7 @@ def test_killed_run_gets_no_stability_param(tmp_path, monkeypatch):
     tracker = tracking.Tracker("order", "r", {})
     tracker.log_metrics({"eval/stability/pixels": 0.5}, step=0)
     tracker.finish("KILLED")
-    assert tracking.STABILITY_PARAM not in tracker.client.get_run(tracker.run_id).data.params
+    assert keys.STABILITY_PARAM not in tracker.client.get_run(tracker.run_id).data.params
 
 
 @pytest.mark.slow

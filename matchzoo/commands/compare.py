@@ -27,7 +27,7 @@ def readable_store() -> Iterator[None]:
     from mlflow.exceptions import MlflowException
     from sqlalchemy.exc import SQLAlchemyError
 
-    from matchzoo.train.tracking import tracking_uri
+    from matchzoo.tracking import tracking_uri
 
     try:
         yield
@@ -39,7 +39,7 @@ def readable_store() -> Iterator[None]:
 
 def run(args: argparse.Namespace) -> int:
     from matchzoo.compare import compare
-    from matchzoo.train.tracking import client
+    from matchzoo.tracking import client
 
     with readable_store():
         report = compare(client(), args.experiment, args.sweep, args.out, log_summary=not args.no_log)

@@ -4,9 +4,11 @@ from __future__ import annotations
 import argparse
 import inspect
 
-from matchzoo.registry import ALL_REGISTRIES
+from matchzoo.metrics.registry import METRICS
+from matchzoo.registry import ALL_REGISTRIES as _COMPONENTS
 
-HELP = "list registered objectives, feature spaces, generators and datasets"
+HELP = "list registered objectives, feature spaces, generators, datasets and metrics"
+ALL_REGISTRIES = {**_COMPONENTS, "metrics": METRICS}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -42,7 +42,7 @@ def _finished_cells(name: str) -> dict[str, str]:
     from pathlib import Path
 
     from matchzoo import sweep
-    from matchzoo.train.tracking import client, tracking_uri
+    from matchzoo.tracking import client, tracking_uri
 
     uri = tracking_uri()
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():

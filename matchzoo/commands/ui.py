@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from matchzoo.errors import MatchzooError
-from matchzoo.train.tracking import tracking_uri
+from matchzoo.tracking import tracking_uri
 from matchzoo.validate import integer, option
 
 HELP = "start the MLflow UI (127.0.0.1) over the runs store (default sqlite:///runs/mlflow.db)"

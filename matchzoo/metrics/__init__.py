@@ -1,14 +1,19 @@
 """Evaluation metrics on ``(N, D)`` features: FD (streaming float64 statistics), FDr^k, KID,
-improved precision/recall, density/coverage, and matching stability of an objective."""
-from matchzoo.metrics.fdrk import fdr_table, heldout_frechet_distance
-from matchzoo.metrics.frechet import FrechetReference, GaussianStats, StreamingMoments
+improved precision/recall, density/coverage, and matching stability of an objective.
+
+Per-space metrics are registered (``@register_metric``, :mod:`matchzoo.metrics.registry`); importing a
+module here registers its metrics, so this list is the catalogue both evaluation paths draw from."""
+from matchzoo.metrics.fdrk import fdr_k, fdr_table, heldout_frechet_distance
+from matchzoo.metrics.frechet import FrechetReference, GaussianStats, SpaceReference, StreamingMoments
 from matchzoo.metrics.kid import kernel_inception_distance
-from matchzoo.metrics.prdc import density_coverage, precision_recall, prdc
+from matchzoo.metrics.prdc import density_coverage, prdc, precision_recall
+from matchzoo.metrics.registry import METRICS, Metric, make_metrics, metric_names, register_metric
 from matchzoo.metrics.stability import matching_stability
-from matchzoo.metrics.suite import SuiteSettings, evaluate_space
+from matchzoo.metrics.suite import SuiteSettings, compute_row, evaluate_space
 
 __all__ = [
-    "FrechetReference", "GaussianStats", "StreamingMoments", "fdr_table", "heldout_frechet_distance",
-    "kernel_inception_distance", "precision_recall", "density_coverage", "prdc", "matching_stability",
-    "SuiteSettings", "evaluate_space",
+    "METRICS", "Metric", "make_metrics", "metric_names", "register_metric",
+    "FrechetReference", "GaussianStats", "SpaceReference", "StreamingMoments", "fdr_k", "fdr_table",
+    "heldout_frechet_distance", "kernel_inception_distance", "precision_recall", "density_coverage", "prdc",
+    "matching_stability", "SuiteSettings", "compute_row", "evaluate_space",
 ]

@@ -9,6 +9,9 @@ sample size ``n`` (FD is biased upwards by ``O(D/n)``, so unequal sizes would sk
 ``min(#generated, #held-out)`` unless given. 1.0 means "as close to the reference as real held-out
 data"; report each FDr_X beside the mean. The held-out baseline depends only on (space, dataset, n,
 seed), so it is computed once per key and cached for the process.
+
+The registered metric ``fdr`` returns, per space, ``fd_matched`` (numerator), ``fd_heldout``
+(denominator), ``fdr`` and ``fdr_n`` (the sample size ``n``); :func:`fdr_k` averages a set of such rows.
 """
 from __future__ import annotations
 
@@ -18,7 +21,9 @@ import torch
 
 from matchzoo import linalg
 from matchzoo.errors import MatchzooError
-from matchzoo.metrics.frechet import FrechetReference
+from matchzoo.keys import FD_HELDOUT, FD_MATCHED, FDR, FDR_N
+from matchzoo.metrics.frechet import FrechetReference, SpaceReference
+from matchzoo.metrics.registry import Metric, register_metric
 
 _HELDOUT_CACHE: dict[Hashable, float] = {}
 
@@ -89,3 +94,24 @@ def matched_frechet_distances(
     fd_generated = reference.distance_to_features(subsample(linalg.as_float64_tensor(generated), size, seed))
     fd_heldout = heldout_frechet_distance(heldout, reference, size, seed, cache_key)
     return fd_generated, fd_heldout, size
+
+
+@register_metric("fdr")
+class FDr(Metric):
+    """FDr of one space and its parts: FD of ``n`` generated and of ``n`` held-out samples to the reference."""
+
+    keys = (FDR, FD_HELDOUT, FD_MATCHED, FDR_N)
+    headers = {FDR: "FDr", FD_HELDOUT: "FD(heldout)"}
+
+    def __call__(self, generated: torch.Tensor, real: SpaceReference, seed: int) -> dict[str, float]:
+        matched, baseline, size = matched_frechet_distances(generated, real.heldout, real.frechet, seed, real.cache_key)
+        ratio = matched / baseline if baseline > 0 else float("inf")  # fdr_k says why a zero baseline is no ratio
+        return {FDR: ratio, FD_HELDOUT: baseline, FD_MATCHED: matched, FDR_N: float(size)}
+
+
+def fdr_k(rows: dict[str, dict[str, float]]) -> Optional[float]:
+    """FDr^k over ``{space: row}`` rows holding the ``fdr`` metric's numbers (``None`` if they do not)."""
+    if not rows or any(FD_MATCHED not in row for row in rows.values()):
+        return None
+    return fdr_table({space: row[FD_MATCHED] for space, row in rows.items()},
+                     {space: row[FD_HELDOUT] for space, row in rows.items()})["fdr_k"]

@@ -13,6 +13,9 @@ generated set.
 Conventional ``k``: 3 for precision/recall, 5 for density/coverage. Distances are computed in row
 chunks (``chunk x N`` blocks, float64), so a 50k x 50k distance matrix is never held at once; one pass
 over the generated-vs-real pairs gives all four numbers.
+
+The registered metric ``prdc`` computes all four on equal-size sets of at most ``samples`` generated and
+reference (train split) samples; it costs ``O(samples^2)``, so training leaves it out unless selected.
 """
 from __future__ import annotations
 
@@ -21,6 +24,11 @@ from dataclasses import dataclass
 import torch
 
 from matchzoo import linalg
+from matchzoo import validate as check
+from matchzoo.errors import MatchzooError
+from matchzoo.kernels import squared_distances
+from matchzoo.metrics.fdrk import subsample
+from matchzoo.metrics.registry import Metric, register_metric
 
 
 @dataclass(frozen=True)
@@ -31,11 +39,6 @@ class PRDC:
     coverage: float
 
 
-def _squared_distances(a: torch.Tensor, b: torch.Tensor, b_sq_norms: torch.Tensor) -> torch.Tensor:
-    """``(len(a), len(b))`` squared Euclidean distances, clamped at 0 against round-off."""
-    return (a.square().sum(dim=1, keepdim=True) + b_sq_norms[None, :] - 2.0 * a @ b.T).clamp_min(0.0)
-
-
 def knn_squared_radii(points: torch.Tensor, k: int, chunk: int = 1024) -> torch.Tensor:
     """Squared distance of each point ``(N, D)`` to its k-th nearest other point, ``(N,)``."""
     if not 1 <= k < points.shape[0]:
@@ -43,7 +46,7 @@ def knn_squared_radii(points: torch.Tensor, k: int, chunk: int = 1024) -> torch.
     sq_norms = points.square().sum(dim=1)
     radii = []
     for start in range(0, points.shape[0], chunk):
-        block = _squared_distances(points[start:start + chunk], points, sq_norms)  # (chunk, N)
+        block = squared_distances(points[start:start + chunk], points, sq_norms)  # (chunk, N)
         rows = torch.arange(block.shape[0], device=points.device)
         block[rows, rows + start] = 0.0  # self-distance exactly 0 (round-off could make it positive)
         radii.append(block.kthvalue(k + 1, dim=1).values)  # the 1st smallest is the point itself
@@ -58,7 +61,7 @@ def _pair_pass(real: torch.Tensor, fake: torch.Tensor, real_radii: torch.Tensor,
     real_in_fake_ball = torch.zeros(real.shape[0], dtype=torch.bool, device=real.device)
     nearest_fake = torch.full((real.shape[0],), float("inf"), dtype=real.dtype, device=real.device)
     for start in range(0, fake.shape[0], chunk):
-        block = _squared_distances(fake[start:start + chunk], real, real_sq)  # (chunk, N)
+        block = squared_distances(fake[start:start + chunk], real, real_sq)  # (chunk, N)
         within = block <= real_radii[None, :]
         inside_real.append(within.any(dim=1))
         ball_counts.append(within.sum(dim=1))
@@ -98,3 +101,28 @@ def prdc(real: linalg.ArrayLike, fake: linalg.ArrayLike, k_pr: int = 3, k_dc: in
     precision, recall = precision_recall(real, fake, k_pr, chunk)
     density, coverage = density_coverage(real, fake, k_dc, chunk)
     return PRDC(precision, recall, density, coverage)
+
+
+@register_metric("prdc")
+class PrecisionRecallDensityCoverage(Metric):
+    """``precision``/``recall`` (k=3) and ``density``/``coverage`` (k=5) against the reference (train split)."""
+
+    keys = ("precision", "recall", "density", "coverage")
+    during_training = False
+
+    def __init__(self, samples: int = 10000):
+        self.samples = check.integer("prdc.samples", samples, 6)  # k-NN with k = 5 needs 6 points per side
+
+    @classmethod
+    def from_suite(cls, settings) -> "PrecisionRecallDensityCoverage":
+        return cls(settings.prdc_samples)
+
+    def __call__(self, generated: torch.Tensor, real, seed: int) -> dict[str, float]:
+        # equal set sizes, as the metrics' authors recommend (coverage depends on N/M)
+        size = min(self.samples, real.reference.shape[0], generated.shape[0])
+        if size <= 5:
+            raise MatchzooError(f"precision/recall/density/coverage need more than 5 samples per side (k-NN with k=5), "
+                                f"got {size}; provide more samples or skip them (--no_prdc)")
+        scores = prdc(subsample(real.reference, size, seed), subsample(generated, size, seed + 1))
+        return {"precision": scores.precision, "recall": scores.recall, "density": scores.density,
+                "coverage": scores.coverage}

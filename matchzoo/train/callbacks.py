@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
-from matchzoo.metrics.fdrk import fdr_table, matched_frechet_distances
-from matchzoo.metrics.frechet import FrechetReference
+from matchzoo import keys
+from matchzoo.metrics import SpaceReference, compute_row, fdr_k, make_metrics, metric_names
+from matchzoo.metrics.stability import matching_stability
+from matchzoo.tracking import Tracker, TrackingError
 from matchzoo.train import checkpoint
-from matchzoo.train.tracking import Tracker, TrackingError
 
 
 class Callback:
@@ -47,26 +48,27 @@ class MetricLogger(Callback):
 class Evaluator(Callback):
     """Every ``every`` steps, at the start and at the end: EMA-generator samples vs real data in every eval space.
 
-    Logs ``eval/fd/<space>`` (FD to the held-out split), ``eval/fdr/<space>`` and ``eval/fdr_k``
-    (FD to the training reference divided by held-out-vs-reference FD at the same sample size), optional
-    ``eval/stability/<space>`` for each training term, and a sample grid PNG.
+    Logs every quantity of the selected registered metrics as ``eval/<key>/<space>`` (default: those that
+    run during training -- ``fd`` to the reference, ``fd_to_heldout``, and FDr with its parts), ``eval/fdr_k``,
+    optional ``eval/stability/<space>`` for each training term, and a sample grid PNG.
     """
 
     def __init__(self, tracker: Optional[Tracker], every: int, samples: Optional[int], seed: int,
-                 stability_every: int = 0, stability_resamples: int = 8):
+                 stability_every: int = 0, stability_resamples: int = 8, metrics: Optional[Sequence[str]] = None):
         self.tracker, self.every, self.samples, self.seed = tracker, every, samples, seed
         self.stability_every, self.stability_resamples = stability_every, stability_resamples
-        self.references: dict[str, tuple[FrechetReference, FrechetReference]] = {}  # space -> (train, held-out)
+        self.metrics = make_metrics(metric_names(during_training=True) if metrics is None else metrics)
+        self.references: dict[str, SpaceReference] = {}
         self.last: dict[str, float] = {}
         self.history: list[tuple[int, dict[str, float]]] = []
 
     def on_start(self, trainer) -> None:
-        """Reference factors are computed once per space; each evaluation then costs one eigvalsh per space."""
+        """Reference factors are computed once per space; each evaluation then costs one eigvalsh per FD."""
         for space in trainer.settings.eval_spaces:
             heldout = trainer.real.heldout(space)
             self.samples = self.samples or heldout.shape[0]
-            self.references[space.name] = (FrechetReference.from_features(trainer.real.train(space)),
-                                           FrechetReference.from_features(heldout))
+            self.references[space.name] = SpaceReference(
+                trainer.real.train(space), heldout, cache_key=(space.fingerprint, trainer.settings.dataset.fingerprint))
         if trainer.step == 0:
             self.evaluate(trainer)
 
@@ -91,19 +93,11 @@ class Evaluator(Callback):
     def evaluate(self, trainer) -> dict[str, float]:
         n = self.samples or trainer.settings.batch_size
         images = self.generate(trainer, n)
-        metrics: dict[str, float] = {}
-        fd_reference: dict[str, float] = {}
-        fd_baseline: dict[str, float] = {}
+        chunks = images.split(trainer.settings.feature_batch_size)
         with torch.no_grad():
-            for space in trainer.settings.eval_spaces:
-                fake = torch.cat([space(chunk) for chunk in images.split(trainer.settings.feature_batch_size)])
-                train_reference, heldout_reference = self.references[space.name]
-                metrics[f"eval/fd/{space.name}"] = heldout_reference.distance_to_features(fake)
-                fd_reference[space.name], fd_baseline[space.name], _ = matched_frechet_distances(
-                    fake, trainer.real.heldout(space), train_reference, seed=self.seed,
-                    cache_key=(space.fingerprint, trainer.settings.dataset.fingerprint))
-        if fd_reference:
-            metrics.update({f"eval/{k}": v for k, v in fdr_table(fd_reference, fd_baseline).items()})
+            features = {space.name: torch.cat([space(chunk) for chunk in chunks])
+                        for space in trainer.settings.eval_spaces}
+        metrics = self.score(features)
         if self.stability_every and trainer.step % self.stability_every == 0:
             metrics.update(self.stability(trainer, images))
         self.last = metrics
@@ -113,15 +107,24 @@ class Evaluator(Callback):
             self.log_grid(images[:64], trainer.step)
         return metrics
 
-    def stability(self, trainer, images: torch.Tensor) -> dict[str, float]:
-        from matchzoo.metrics.stability import matching_stability
+    def score(self, features: dict[str, torch.Tensor]) -> dict[str, float]:
+        """``eval/<key>/<space>`` of every selected metric and ``eval/fdr_k``, from generated ``(n, D)``
+        features per eval space (each space's real side is in :attr:`references`)."""
+        rows = {space: compute_row(self.metrics, fake, self.references[space], self.seed)
+                for space, fake in features.items()}
+        metrics = {keys.eval_key(key, space): value for space, row in rows.items() for key, value in row.items()}
+        fdrk = fdr_k(rows)
+        if fdrk is not None:
+            metrics[keys.FDRK] = fdrk
+        return metrics
 
+    def stability(self, trainer, images: torch.Tensor) -> dict[str, float]:
         out = {}
         probe_images = images[: trainer.settings.batch_size]
         for term in trainer.terms:
             with torch.no_grad():
                 probe = term.space(probe_images)
-            out[f"eval/stability/{term.space.name}"] = matching_stability(
+            out[keys.stability_key(term.space.name)] = matching_stability(
                 term.objective, probe, trainer.real.train(term.space), resamples=self.stability_resamples,
                 batch_size=trainer.settings.batch_size, seed=self.seed)
         return out

@@ -1,0 +1,91 @@
+"""Every MLflow metric key, tag and param name matchzoo writes or reads, in one place.
+
+Metric keys (schema 2):
+
+* ``train/loss`` and ``train/<term>/<log>`` (``train/<term>/critic/<log>`` for a critic's logs);
+* ``eval/<quantity>/<space>`` for every quantity a registered metric computes in one space
+  (:mod:`matchzoo.metrics`), the same names ``matchzoo evaluate`` prints: ``fd`` (generated vs the
+  reference, i.e. the train split), ``fd_to_heldout`` (generated vs the held-out split), ``fd_matched`` /
+  ``fd_heldout`` / ``fdr`` / ``fdr_n`` (the FDr numerator, denominator, ratio and sample size), ...;
+* ``eval/fdr_k`` (mean FDr over the evaluation spaces) and ``eval/stability/<space>``.
+
+Schema 1 (runs without the :data:`KEY_SCHEMA_TAG` tag) logged FD *to the held-out split* as
+``eval/fd/<space>``; :func:`upgrade_metrics` renames it when such runs are read, so one key never carries
+two meanings in a table.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+# ----------------------------------------------------------------------------- metrics
+
+TRAIN_PREFIX, EVAL_PREFIX = "train/", "eval/"
+TRAIN_LOSS = "train/loss"
+FDRK = "eval/fdr_k"
+STABILITY_PREFIX = "eval/stability/"
+
+# per-space quantities (the rows of `matchzoo evaluate`, the middle part of eval/<quantity>/<space>)
+FD, FD_TO_HELDOUT = "fd", "fd_to_heldout"
+FD_MATCHED, FD_HELDOUT, FDR, FDR_N = "fd_matched", "fd_heldout", "fdr", "fdr_n"
+
+
+def train_key(term: str, log: str) -> str:
+    return f"{TRAIN_PREFIX}{term}/{log}"
+
+
+def eval_key(quantity: str, space: str) -> str:
+    return f"{EVAL_PREFIX}{quantity}/{space}"
+
+
+def eval_prefix(quantity: str) -> str:
+    """``eval/<quantity>/``: the keys of one quantity in every space start with it."""
+    return f"{EVAL_PREFIX}{quantity}/"
+
+
+def stability_key(space: str) -> str:
+    return f"{STABILITY_PREFIX}{space}"
+
+
+# ----------------------------------------------------------------------------- key schema
+
+KEY_SCHEMA_TAG, KEY_SCHEMA = "matchzoo.key_schema", "2"
+LEGACY_QUANTITIES = {FD: FD_TO_HELDOUT}  # schema 1 quantity -> its schema 2 name
+
+
+def upgrade_metrics(metrics: Mapping[str, float], tags: Mapping[str, str]) -> dict[str, float]:
+    """A run's metrics under schema-2 keys: a run logged before the schema tag existed has its
+    ``eval/fd/<space>`` (FD to the held-out split) renamed ``eval/fd_to_heldout/<space>``. A run that has
+    the new name too is a schema-1 run resumed by a newer version: its latest values already follow schema 2."""
+    upgraded = dict(metrics)
+    if tags.get(KEY_SCHEMA_TAG):
+        return upgraded
+    for key in metrics:
+        new = legacy_key(key)
+        if new != key and new not in metrics:
+            upgraded[new] = upgraded.pop(key)
+    return upgraded
+
+
+def legacy_key(key: str) -> str:
+    """The schema-2 name of a schema-1 key (unchanged for every key that did not change)."""
+    for old, new in LEGACY_QUANTITIES.items():
+        if key.startswith(eval_prefix(old)):
+            return eval_prefix(new) + key[len(eval_prefix(old)):]
+    return key
+
+
+# ----------------------------------------------------------------------------- tags
+
+OBJECTIVE_TAG, TRAIN_SPACE_TAG, EVAL_SPACES_TAG, DATASET_TAG = "objective", "train_space", "eval_spaces", "dataset"
+GIN_FILES_TAG, RUN_DIR_TAG = "gin_files", "run_dir"
+UNUSED_BINDINGS_TAG, RESUME_CHANGES_TAG = "unused_bindings", "resume_changes"
+SWEEP_TAG, CELL_TAG, LABEL_TAG, ERROR_TAG = "sweep", "sweep_cell", "sweep_cell_label", "sweep_error"
+ROLE_TAG, SUMMARY_ROLE = "matchzoo.role", "summary"
+COMPARED_RUNS_TAG, COMPARED_SWEEP_TAG = "compared_runs", "compared_sweep"
+RUN_NAME_TAG = "mlflow.runName"  # MLflow's own: setting it renames the run
+
+# ----------------------------------------------------------------------------- params
+
+# the run summary as params, in the order the MLflow compare page preselects them (see matchzoo.tracking)
+OBJECTIVE_PARAM, TRAIN_SPACE_PARAM, STABILITY_PARAM = "1 objective", "2 train_space", "3 stability"
+SUMMARY_PARAMS = {OBJECTIVE_TAG: OBJECTIVE_PARAM, TRAIN_SPACE_TAG: TRAIN_SPACE_PARAM}  # run tag -> param
