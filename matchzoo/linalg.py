@@ -21,7 +21,9 @@ When one side is an ``n``-sample empirical covariance :math:`\Sigma = X_c^\top X
 ``n < D``, the nonzero eigenvalues of :math:`R^{1/2}\Sigma R^{1/2}` equal those of the ``n x n`` matrix
 :math:`X_c R X_c^\top/(n-1)` (the *dual form*): exact, and cheaper. When *both* sides are samples the
 trace term is the nuclear norm :math:`\|X_c Y_c^\top\|_*/\sqrt{(n-1)(m-1)}` of the ``n x m`` cross
-matrix, so no ``D x D`` matrix is ever formed.
+matrix, so no ``D x D`` matrix is ever formed. Every FD and Bures² of the package is assembled by one function,
+:func:`frechet_sum`, from two :class:`Gaussian` sides (mean, covariance and/or centred samples), and
+:func:`frechet_trace_term` is the one place that chooses among these forms.
 
 Gradients: :math:`d\operatorname{Tr}M^{1/2} = \tfrac12\operatorname{Tr}(M^{-1/2}dM)` diverges on zero
 eigenvalues, which always exist when the sample count is below the dimension (and for the centring
@@ -32,8 +34,10 @@ perturbations of the samples, so :class:`_TraceSqrtPSD` uses the pseudo-inverse 
 from __future__ import annotations
 
 import functools
+import math
 import warnings
-from typing import Union
+from dataclasses import dataclass
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -115,6 +119,42 @@ class _TraceSqrtPSD(torch.autograd.Function):
 def trace_sqrt_psd(m: torch.Tensor) -> torch.Tensor:
     r""":math:`\operatorname{Tr} M^{1/2}` of a symmetric PSD matrix, differentiable with a finite gradient."""
     return _TraceSqrtPSD.apply(m)
+
+
+def numerical_rank_mask(singular_values: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Singular values above ``max(m, n) * eps * largest`` (the usual numerical-rank rule) are kept."""
+    largest = singular_values.max().clamp_min(torch.finfo(singular_values.dtype).tiny)
+    return singular_values > max(shape) * torch.finfo(singular_values.dtype).eps * largest
+
+
+class _NuclearNorm(torch.autograd.Function):
+    """``‖K‖_*`` from the singular values of ``K`` itself, gradient ``U_r V_rᵀ`` over the same numerical rank.
+
+    Not from the eigenvalues of ``K Kᵀ``: squaring doubles the condition number, so each round-off null
+    eigenvalue (~1e-16·λmax) adds √(1e-16·λmax) to the sum, 4e-6 relative for a rank-64 1024 x 1024 ``K``.
+    The singular values that round-off leaves in the null space are ~1e-16·σmax, and the forward and the
+    backward drop the same ones, so the value and its gradient describe the same function.
+    """
+
+    @staticmethod
+    def forward(ctx, k: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        if not ctx.needs_input_grad[0]:
+            singular_values = torch.linalg.svdvals(k)
+            return singular_values[numerical_rank_mask(singular_values, k.shape)].sum()
+        left, singular_values, right = torch.linalg.svd(k, full_matrices=False)
+        keep = numerical_rank_mask(singular_values, k.shape)
+        ctx.save_for_backward(left[:, keep], right[keep])
+        return singular_values[keep].sum()
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        left, right = ctx.saved_tensors  # (m, r), (r, n)
+        return grad_out * (left @ right)
+
+
+def nuclear_norm(k: torch.Tensor) -> torch.Tensor:
+    """Sum of the singular values of ``k`` ``(m, n)``; finite gradient also at repeated or zero singular values."""
+    return _NuclearNorm.apply(k)
 
 
 def trace_sqrt_product(sigma: torch.Tensor, sqrt_ref: torch.Tensor, lower: bool | None = None) -> torch.Tensor:
@@ -202,16 +242,58 @@ def trace_sqrt_product_dual(centered: torch.Tensor, ref_cov: torch.Tensor) -> to
     return trace_sqrt_psd(centered @ ref_cov @ centered.T / (n - 1))
 
 
-def trace_sqrt_product_cross(centered_a: torch.Tensor, centered_b: torch.Tensor) -> torch.Tensor:
-    r"""Trace term when both sides are centred samples: :math:`\|X_c Y_c^\top\|_*/\sqrt{(n-1)(m-1)}`.
-
-    Exact (the nonzero eigenvalues of :math:`\Sigma_X\Sigma_Y` are the squared singular values of the
-    scaled ``n x m`` cross matrix); costs ``O(nmD)`` and never forms a ``D x D`` matrix. Not differentiable
-    on purpose (evaluation only; singular values may repeat).
+@dataclass(frozen=True)
+class Gaussian:
+    r"""One side of a Fréchet/Bures sum: a mean (``None``: Bures, no mean term) and a covariance, given as a
+    ``(D, D)`` matrix ``cov``, as rows ``samples`` ``(n, D)`` with :math:`\Sigma = X^\top X/\text{divisor}`
+    (centred, possibly weighted), or both. A reference side may carry a cached ``factor``
+    (:math:`FF^\top = \Sigma`; ``factor_lower`` says whether it is triangular, ``None``: check).
     """
-    n, m = centered_a.shape[0], centered_b.shape[0]
-    cross = centered_a.detach() @ centered_b.detach().T / float(np.sqrt((n - 1) * (m - 1)))  # (n, m)
-    return torch.linalg.svdvals(cross).sum()
+
+    mean: Optional[torch.Tensor] = None
+    cov: Optional[torch.Tensor] = None
+    samples: Optional[torch.Tensor] = None
+    divisor: float = 1.0
+    factor: Optional[torch.Tensor] = None
+    factor_lower: Optional[bool] = None
+
+    def covariance(self) -> torch.Tensor:
+        return self.cov if self.cov is not None else self.samples.T @ self.samples / self.divisor
+
+    def trace(self) -> torch.Tensor:
+        return self.cov.trace() if self.cov is not None else self.samples.square().sum() / self.divisor
+
+    def root(self) -> torch.Tensor:
+        return self.factor if self.factor is not None else psd_factor(self.covariance())
+
+    def has_few_samples(self) -> bool:
+        """Fewer rows than dimensions: the ``n x n`` forms are exact and cheaper than any ``D x D`` one."""
+        return self.samples is not None and self.samples.shape[0] < self.samples.shape[1]
+
+
+def frechet_trace_term(side: Gaussian, reference: Gaussian) -> torch.Tensor:
+    r""":math:`\operatorname{Tr}(\Sigma_r^{1/2}\Sigma\Sigma_r^{1/2})^{1/2}` in the cheapest exact form: the ``n x m``
+    cross matrix's nuclear norm when both sides are few samples (the reference given without ``cov``), the
+    ``n x n`` dual :math:`X\Sigma_rX^\top` when only ``side`` is, else the ``D x D`` congruence with the reference
+    factor."""
+    if side.has_few_samples():
+        if reference.cov is None:
+            cross = side.samples @ reference.samples.T  # (n, m)
+            return nuclear_norm(cross) / math.sqrt(side.divisor * reference.divisor)
+        return trace_sqrt_psd(side.samples @ reference.cov @ side.samples.T / side.divisor)
+    return trace_sqrt_product(side.covariance(), reference.root(), lower=reference.factor_lower)
+
+
+def frechet_sum(side: Gaussian, reference: Gaussian) -> torch.Tensor:
+    r"""FD (with means) or Bures² (without), differentiable where the inputs are:
+
+    .. math:: \|\mu-\mu_r\|^2 + \operatorname{Tr}\Sigma + \operatorname{Tr}\Sigma_r
+              - 2\operatorname{Tr}(\Sigma_r^{1/2}\Sigma\Sigma_r^{1/2})^{1/2}
+    """
+    value = side.trace() + reference.trace() - 2.0 * frechet_trace_term(side, reference)
+    if side.mean is not None and reference.mean is not None:
+        value = (side.mean - reference.mean).square().sum() + value
+    return value
 
 
 def frechet_distance_from_stats(
@@ -237,9 +319,8 @@ def frechet_distance_checked(
     factor1_lower: bool | None = None,
 ) -> float:
     """The Fréchet distance from float64 statistics whose shapes and finiteness the caller has checked."""
-    trace_term = trace_sqrt_product(sigma2, factor1, lower=factor1_lower)
-    value = (mu1 - mu2).square().sum() + sigma1.trace() + sigma2.trace() - 2.0 * trace_term
-    return float(value.clamp_min(0.0))
+    reference = Gaussian(mu1, sigma1, factor=factor1, factor_lower=factor1_lower)
+    return float(frechet_sum(Gaussian(mu2, sigma2), reference).clamp_min(0.0))
 
 
 def frechet_distance(feats_a: ArrayLike, feats_b: ArrayLike) -> float:
@@ -258,19 +339,13 @@ def frechet_distance(feats_a: ArrayLike, feats_b: ArrayLike) -> float:
         a, b = b, a
     warn_if_few_samples(a.shape[0], a.shape[1])
     mu_a, mu_b = a.mean(dim=0), b.mean(dim=0)
-    centered_a, centered_b = a - mu_a, b - mu_b  # (n, D), (m, D)
-    trace_a = centered_a.square().sum() / (a.shape[0] - 1)
-    trace_b = centered_b.square().sum() / (b.shape[0] - 1)
-    if b.shape[0] < b.shape[1]:  # both sides below D: n x m cross matrix only
-        trace_term = trace_sqrt_product_cross(centered_a, centered_b)
-    elif a.shape[0] < a.shape[1]:
-        trace_term = trace_sqrt_product_dual(centered_a, centered_b.T @ centered_b / (b.shape[0] - 1))
+    side = Gaussian(mu_a, samples=a - mu_a, divisor=a.shape[0] - 1)  # the smaller side
+    centered_b = b - mu_b  # (m, D)
+    if b.shape[0] < b.shape[1]:  # few samples on both sides: no D x D matrix at all
+        reference = Gaussian(mu_b, samples=centered_b, divisor=b.shape[0] - 1)
     else:
-        cov_a = centered_a.T @ centered_a / (a.shape[0] - 1)  # (D, D)
-        cov_b = centered_b.T @ centered_b / (b.shape[0] - 1)  # (D, D)
-        trace_term = trace_sqrt_product(cov_a, psd_factor(cov_b))
-    value = (mu_a - mu_b).square().sum() + trace_a + trace_b - 2.0 * trace_term
-    return float(value.clamp_min(0.0))
+        reference = Gaussian(mu_b, cov=centered_b.T @ centered_b / (b.shape[0] - 1))
+    return float(frechet_sum(side, reference).clamp_min(0.0))
 
 
 def warn_if_few_samples(n: int, dim: int) -> None:

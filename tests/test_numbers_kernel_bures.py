@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from matchzoo.objectives.bures import Bures, KernelBures, nuclear_norm
+from matchzoo.linalg import nuclear_norm
+from matchzoo.objectives.bures import Bures, KernelBures
 
 SHAPES = [(256, 256, 64), (300, 200, 16), (20, 30, 64), (40, 200, 64), (12, 9, 3)]  # batch above and below D
 OPTIONS = [dict(), dict(normalize_rows=True), dict(center=False, divide_by_n=False)]

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 import matchzoo
-from matchzoo.objectives.bures import squared_distances
+from matchzoo.kernels import squared_distances
 from matchzoo.objectives.sinkhorn import Sinkhorn, feature_scale
 from matchzoo.objectives.transport import SinkhornTransport
 

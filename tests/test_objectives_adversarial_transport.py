@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from matchzoo.errors import MatchzooError
-from matchzoo.objectives.bures import squared_distances
+from matchzoo.kernels import squared_distances
 from matchzoo.objectives.san import BASE_LOSSES, SAN
 from matchzoo.objectives.transport import SinkhornTransport, barycentric_targets, sinkhorn_potentials
 

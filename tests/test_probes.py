@@ -12,6 +12,8 @@ import torch
 import matchzoo
 from matchzoo import linalg
 from matchzoo.errors import MatchzooError
+from matchzoo.objectives import frechet, mmd
+from matchzoo.objectives.base import Objective
 from matchzoo.probes import resample, topn, weighted
 
 
@@ -47,11 +49,11 @@ def scipy_fd(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_weighted_moments_uniform_and_integer():
     x = gaussian(30, 5)
-    mu, cov = weighted.weighted_mean_cov(x, torch.ones(30))
+    mu, cov = frechet.weighted_mean_cov(x, torch.ones(30))
     ref_mu, ref_cov = linalg.mean_cov(x)
     assert torch.allclose(mu, ref_mu, atol=1e-12) and torch.allclose(cov, ref_cov, atol=1e-12)
     counts, dup = counts_and_duplicates(x)
-    mu, cov = weighted.weighted_mean_cov(x, counts)
+    mu, cov = frechet.weighted_mean_cov(x, counts)
     ref_mu, ref_cov = linalg.mean_cov(dup)
     assert torch.allclose(mu, ref_mu, atol=1e-12) and torch.allclose(cov, ref_cov, atol=1e-12)
 
@@ -62,21 +64,21 @@ def test_weighted_frechet_matches_scipy_and_duplicates(n):
     d = 6
     x, y = gaussian(n, d, shift=0.5, seed=2), gaussian(80, d, seed=3)
     mu_ref, cov_ref = linalg.mean_cov(y)
-    value = weighted.weighted_frechet(x, torch.ones(n), mu_ref, cov_ref)
+    value = frechet.weighted_frechet(x, torch.ones(n), mu_ref, cov_ref)
     if n > d:  # sqrtm of a rank-deficient product is unreliable; the oracle is only trusted at full rank
         assert float(value) == pytest.approx(scipy_fd(x.numpy(), y.numpy()), rel=1e-8)
     # the dual form's null eigenvalue (centring) is round-off; its square root costs ~sqrt(eps) absolute
     tolerance = 1e-9 if n > d else 1e-7
     assert float(value) == pytest.approx(linalg.frechet_distance(x, y), rel=tolerance)
     counts, dup = counts_and_duplicates(x)
-    assert float(weighted.weighted_frechet(x, counts, mu_ref, cov_ref)) == pytest.approx(linalg.frechet_distance(dup, y), rel=tolerance)
+    assert float(frechet.weighted_frechet(x, counts, mu_ref, cov_ref)) == pytest.approx(linalg.frechet_distance(dup, y), rel=tolerance)
 
 
 def test_weighted_frechet_gradient_matches_finite_differences():
     x, y = gaussian(12, 3, shift=0.3, seed=4), gaussian(50, 3, seed=5)
     mu_ref, cov_ref = linalg.mean_cov(y)
     logits = torch.randn(12, dtype=torch.float64, generator=torch.Generator().manual_seed(6), requires_grad=True)
-    assert torch.autograd.gradcheck(lambda z: weighted.weighted_frechet(x, 12 * torch.softmax(z, 0), mu_ref, cov_ref), (logits,))
+    assert torch.autograd.gradcheck(lambda z: frechet.weighted_frechet(x, 12 * torch.softmax(z, 0), mu_ref, cov_ref), (logits,))
 
 
 @pytest.mark.parametrize("flags", [dict(), dict(normalize_rows=True), dict(divide_by_n=False, center=False)])
@@ -107,16 +109,16 @@ def test_weighted_mmd_is_the_v_statistic():
 
     x, y = gaussian(15, 4, shift=0.5, seed=11), gaussian(20, 4, seed=12)
     sigma = 1.3
-    value = float(weighted.weighted_mmd(x, torch.ones(15), y, weighted.gaussian_gram([sigma])))
+    value = float(mmd.weighted_mmd(x, torch.ones(15), y, mmd.gaussian_gram([sigma])))
     a, b = x.numpy(), y.numpy()
     k = lambda u, v: np.exp(-((u[:, None] - v[None]) ** 2).sum(-1) / (2 * sigma**2))  # noqa: E731
     assert value == pytest.approx(k(a, a).mean() + k(b, b).mean() - 2 * k(a, b).mean(), rel=1e-10)
     probs = torch.rand(15, dtype=torch.float64, generator=torch.Generator().manual_seed(13))
     geom = SamplesLoss("gaussian", blur=sigma, backend="tensorized")(probs / probs.sum(), x, torch.full((20,), 1 / 20, dtype=torch.float64), y)
-    assert float(weighted.weighted_mmd(x, probs, y, weighted.gaussian_gram([sigma]))) == pytest.approx(2 * float(geom), rel=1e-9)
+    assert float(mmd.weighted_mmd(x, probs, y, mmd.gaussian_gram([sigma]))) == pytest.approx(2 * float(geom), rel=1e-9)
     counts, dup = counts_and_duplicates(x)
-    dup_value = weighted.weighted_mmd(dup, torch.ones(dup.shape[0]), y, weighted.gaussian_gram([sigma]))
-    assert float(weighted.weighted_mmd(x, counts, y, weighted.gaussian_gram([sigma]))) == pytest.approx(float(dup_value), rel=1e-10)
+    dup_value = mmd.weighted_mmd(dup, torch.ones(dup.shape[0]), y, mmd.gaussian_gram([sigma]))
+    assert float(mmd.weighted_mmd(x, counts, y, mmd.gaussian_gram([sigma]))) == pytest.approx(float(dup_value), rel=1e-10)
 
 
 # ----------------------------------------------------------------------------- every registered objective
@@ -159,7 +161,9 @@ def build_form(name, objective, reference, seed=21):
 @pytest.mark.parametrize("name", matchzoo.list_objectives())
 def test_every_registered_objective_has_a_differentiable_weighted_form(name):
     """(a) a builder exists, the value is finite and so is its gradient w.r.t. the weights."""
-    assert name in weighted.WEIGHTED_BUILDERS, f"register a weighted form for {name!r} in probes.weighted"
+    objective_class = type(small_objective(name))
+    has_form = objective_class.weighted_form is not Objective.weighted_form or hasattr(objective_class, "weighted_loss")
+    assert has_form, f"give {name!r} a weighted_form(reference) or weighted_loss(candidates, weights, reference) method"
     x, y = gaussian(12, 3, shift=0.5, seed=14).float(), gaussian(16, 3, seed=15).float()
     form = build_form(name, small_objective(name), y)
     logits = torch.randn(12, dtype=torch.float64, generator=torch.Generator().manual_seed(1), requires_grad=True)
@@ -254,7 +258,7 @@ def test_weighted_kernel_bures_weight_gradient_matches_finite_differences():
 def test_weighted_sliced_wasserstein_matches_pot_per_projection():
     import ot
 
-    from matchzoo.probes.weighted_sliced import weighted_wasserstein_1d_squared
+    from matchzoo.objectives.sliced import weighted_wasserstein_1d_squared
 
     x, y = gaussian(13, 4, shift=0.3, seed=37), gaussian(17, 4, seed=38)
     p = torch.rand(13, dtype=torch.float64, generator=torch.Generator().manual_seed(39))
@@ -271,8 +275,8 @@ def test_weighted_transport_terms_match_pot():
     """(d) the cross term at random weights and the no-self-transport term at uniform weights against POT's plans."""
     import ot
 
-    from matchzoo.objectives.bures import squared_distances
-    from matchzoo.probes.weighted_transport import cross_ot, leave_one_out_measure, self_ot
+    from matchzoo.kernels import squared_distances
+    from matchzoo.objectives.transport import cross_ot, leave_one_out_measure, self_ot
 
     x, y = gaussian(10, 3, seed=40), gaussian(12, 3, shift=0.5, seed=41)
     p = torch.rand(10, dtype=torch.float64, generator=torch.Generator().manual_seed(42))
@@ -316,8 +320,8 @@ def test_weighted_transport_feature_gradient_is_the_objectives_displacement():
 
 def test_weighted_transport_weight_gradient_matches_finite_differences():
     """The envelope-theorem gradient (potentials held fixed) against central differences, at fixed ε."""
-    from matchzoo.objectives.bures import squared_distances
-    from matchzoo.probes.weighted_transport import cross_ot, leave_one_out_measure, self_ot
+    from matchzoo.kernels import squared_distances
+    from matchzoo.objectives.transport import cross_ot, leave_one_out_measure, self_ot
 
     x, y = gaussian(8, 2, seed=45), gaussian(10, 2, shift=0.5, seed=46)
     cost, self_cost = squared_distances(x, y), squared_distances(x, x)

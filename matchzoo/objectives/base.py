@@ -15,6 +15,10 @@ Hooks the trainer uses (all optional):
   is part of ``state_dict()`` and therefore of the checkpoint. Buffers whose shape is only known once
   features arrive (it depends on ``D``, the batch size, ...) are registered empty and listed in
   ``lazy_buffers``; loading a checkpoint resizes them to the saved shape first.
+* ``weighted_form(reference)`` -- the objective on a frequency-weighted candidate set against a fixed
+  reference, ``(x (N, D), w (N,)) -> scalar`` (the resample probe minimises it; conventions in
+  :mod:`matchzoo.objectives.weighting`). A class overrides it when the reference side is worth preparing
+  once, or defines the simpler ``weighted_loss(candidates, weights, reference) -> scalar``.
 * ``is_divergence`` -- ``True`` when ``loss`` itself estimates a discrepancy (about 0 for identical
   inputs, growing with a shift); ``False`` for surrogate losses whose *gradient* carries the matching
   signal (transport targets, adversarial generator losses). The property tests use it.
@@ -26,6 +30,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 from torch.nn.parameter import is_lazy
+
+from matchzoo.errors import MatchzooError
+from matchzoo.objectives.weighting import WeightedLoss
 
 
 @dataclass
@@ -64,7 +71,17 @@ class Objective(LazyStateModule):
 
     has_critic: bool = False
     critic_steps: int = 0
+    critic_lr: float = 2e-4
+    critic_betas: tuple[float, float] = (0.0, 0.99)
     is_divergence: bool = True
+
+    def weighted_form(self, reference: torch.Tensor) -> WeightedLoss:
+        """``(x (N, D), w (N,)) -> scalar``: this objective on frequency-weighted candidates against ``reference``."""
+        own = getattr(self, "weighted_loss", None)
+        if not callable(own):
+            raise MatchzooError(no_weighted_form(self))
+        reference = reference.detach()
+        return lambda x, w: own(x, w, reference)
 
     def prepare_reference(self, features: torch.Tensor) -> None:
         """Receive all real training features of the space once per run (default: unused)."""
@@ -81,8 +98,6 @@ class Objective(LazyStateModule):
     @staticmethod
     def check_features(fake: torch.Tensor, real: torch.Tensor) -> None:
         """Raise a one-line error for inputs no objective can use."""
-        from matchzoo.errors import MatchzooError
-
         if fake.ndim != 2 or real.ndim != 2:
             raise MatchzooError(
                 f"objectives take (N, D) feature tensors; got fake {tuple(fake.shape)} and real {tuple(real.shape)}"
@@ -92,3 +107,9 @@ class Objective(LazyStateModule):
                 f"feature dimension mismatch: fake has D={fake.shape[1]}, real has D={real.shape[1]}; "
                 f"both sides must come from the same feature space"
             )
+
+
+def no_weighted_form(objective) -> str:
+    name = getattr(type(objective), "registry_name", type(objective).__name__)
+    return (f"objective {name!r} has no weighted form for the resample probe; give its class a "
+            f"weighted_loss(candidates, weights, reference) or weighted_form(reference) method")

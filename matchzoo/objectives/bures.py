@@ -22,11 +22,23 @@ real side) and ``polynomial`` (:math:`(\gamma x^\top y + c_0)^d`, γ = 1/D by de
 feature space is the double centring :math:`HKH`. Row normalisation is the cosine normalisation
 :math:`K_{ij}/\sqrt{K_{ii}K_{jj}}`.
 
-The nuclear norm comes from the singular values of :math:`K_{fr}` itself (:func:`nuclear_norm`), not from
-the eigenvalues of :math:`K^\top K`, whose round-off null eigenvalues would each add
+The nuclear norm comes from the singular values of :math:`K_{fr}` itself (:func:`matchzoo.linalg.nuclear_norm`),
+not from the eigenvalues of :math:`K^\top K`, whose round-off null eigenvalues would each add
 :math:`\sqrt{10^{-16}\lambda_{\max}}`: the linear kernel equals ``bures`` to ~1e-12 (float64) at every
 shape, batch above or below the dimension, and so do the gradients (``U_rV_r^\top`` over the numerical rank,
-finite at identical inputs). The covariance form uses :func:`matchzoo.linalg.trace_sqrt_psd`.
+finite at identical inputs). The covariance form uses :func:`matchzoo.linalg.frechet_sum`.
+
+Weighted forms (resample probe; frequency weights ``w``, :math:`p = w/\sum w`): ``bures`` with the covariance
+:math:`\sum_i s_i\tilde x_i\tilde x_i^\top` of the :math:`p`-centred rows (:math:`s = p`, or :math:`w` without
+``divide_by_n``); ``kernel_bures`` with the weighted kernel covariance operator, in dual form with
+:math:`H_p = I - \mathbf 1 p^\top` and :math:`t = 1/M` (or 1),
+
+.. math:: \mathcal B^2_w = \sum_i s_i (H_p K_{ff} H_p^\top)_{ii} + t\operatorname{Tr}(H_q K_{rr} H_q^\top)
+          - 2\,\big\|\operatorname{diag}(\sqrt s)\,H_p K_{fr} H_q^\top\sqrt t\big\|_*
+
+The nuclear norm of :math:`\operatorname{diag}(\sqrt s)\tilde K_{fr}` equals that of the duplicated-row matrix
+(same :math:`\tilde K^\top S\tilde K`), so integer weights give the duplicated set's value and ``w = 1`` the
+objective's own.
 """
 from __future__ import annotations
 
@@ -37,7 +49,17 @@ import torch
 
 from matchzoo import linalg
 from matchzoo.errors import MatchzooError
+from matchzoo.kernels import (
+    cosine_normalize,
+    double_center,
+    gaussian_kernel,
+    linear_kernel,
+    median_bandwidth,
+    polynomial_kernel,
+)
+from matchzoo.linalg import nuclear_norm
 from matchzoo.objectives.base import LossOutput, Objective
+from matchzoo.objectives.weighting import WeightedLoss, probabilities
 from matchzoo.registry import register_objective
 
 PRESETS = {"bures_gan": dict(center=True, normalize_rows=True, divide_by_n=True)}
@@ -57,74 +79,61 @@ def bures_squared(fake: torch.Tensor, real: torch.Tensor, center: bool = True, n
     """Covariance-form Bures² between ``fake`` ``(m, D)`` and ``real`` ``(n, D)``; float64 scalar."""
     x, y = prepare_rows(fake, center, normalize_rows), prepare_rows(real.detach(), center, normalize_rows)
     m, n = (x.shape[0], y.shape[0]) if divide_by_n else (1, 1)
-    cov_fake, cov_real = x.T @ x / m, y.T @ y / n  # (D, D)
-    if x.shape[0] < x.shape[1]:  # ‖X Yᵀ‖_*: the (m, n) dual of A^1/2 B A^1/2, exact also with centring's null vector
-        trace_term = nuclear_norm(x @ y.T) / math.sqrt(m * n)
-    else:
-        trace_term = linalg.trace_sqrt_product(cov_fake, linalg.psd_sqrt(cov_real))
-    return cov_fake.trace() + cov_real.trace() - 2.0 * trace_term
+    # both sides as samples: below D the trace is ‖X Yᵀ‖_*, exact also with centring's null vector
+    return linalg.frechet_sum(linalg.Gaussian(samples=x, divisor=m), linalg.Gaussian(samples=y, divisor=n))
 
 
-def numerical_rank_mask(singular_values: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """Singular values above ``max(m, n) * eps * largest`` (the usual numerical-rank rule) are kept."""
-    largest = singular_values.max().clamp_min(torch.finfo(singular_values.dtype).tiny)
-    return singular_values > max(shape) * torch.finfo(singular_values.dtype).eps * largest
+def weighted_bures(
+    x: torch.Tensor, weights: torch.Tensor, reference: torch.Tensor,
+    center: bool = True, normalize_rows: bool = False, divide_by_n: bool = True,
+) -> torch.Tensor:
+    """Bures² of the weighted set: covariance ``Σ_i s_i x̃_i x̃_iᵀ`` (``s = p``, or ``w`` without ``divide_by_n``)."""
+    p, n = probabilities(weights, x.shape[0])
+    x = prepare_rows(x, False, normalize_rows)
+    if center:
+        x = x - p @ x
+    y = prepare_rows(reference.detach(), center, normalize_rows)  # (M, D)
+    scale = p if divide_by_n else p * n
+    rows = x * scale.sqrt()[:, None]  # (N, D)
+    real = linalg.Gaussian(samples=y, divisor=y.shape[0] if divide_by_n else 1)
+    return linalg.frechet_sum(linalg.Gaussian(samples=rows), real)
 
 
-class _NuclearNorm(torch.autograd.Function):
-    """``‖K‖_*`` from the singular values of ``K`` itself, gradient ``U_r V_rᵀ`` over the same numerical rank.
+class WeightedKernelBures:
+    """``(x (N, D), w (N,)) -> scalar``: kernel Bures² of the weighted candidates to a fixed reference ``(M, D)``."""
 
-    Not from the eigenvalues of ``K Kᵀ``: squaring doubles the condition number, so each round-off null
-    eigenvalue (~1e-16·λmax) adds √(1e-16·λmax) to the sum, 4e-6 relative for a rank-64 1024 x 1024 ``K``.
-    The singular values that round-off leaves in the null space are ~1e-16·σmax, and the forward and the
-    backward drop the same ones, so the value and its gradient describe the same function.
-    """
+    def __init__(self, objective: "KernelBures", reference: torch.Tensor):
+        self.objective = objective
+        self.reference = reference.detach().to(torch.float64)  # (M, D)
+        y = self.reference
+        self.bandwidth = objective.bandwidth if objective.bandwidth is not None else median_bandwidth(y)
+        k_rr = objective.gram(y, y, self.bandwidth)  # (M, M), used once: only its centred trace survives
+        self.diag_rr = k_rr.diagonal().clone()  # (M,)
+        if objective.normalize_rows:
+            k_rr = cosine_normalize(k_rr, self.diag_rr, self.diag_rr)
+        trace_rr = (double_center(k_rr) if objective.center else k_rr).trace()
+        self.real_scale = 1.0 / y.shape[0] if objective.divide_by_n else 1.0
+        self.real_term = trace_rr * self.real_scale
 
-    @staticmethod
-    def forward(ctx, k: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        if not ctx.needs_input_grad[0]:
-            singular_values = torch.linalg.svdvals(k)
-            return singular_values[numerical_rank_mask(singular_values, k.shape)].sum()
-        left, singular_values, right = torch.linalg.svd(k, full_matrices=False)
-        keep = numerical_rank_mask(singular_values, k.shape)
-        ctx.save_for_backward(left[:, keep], right[keep])
-        return singular_values[keep].sum()
-
-    @staticmethod
-    def backward(ctx, grad_out: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        left, right = ctx.saved_tensors  # (m, r), (r, n)
-        return grad_out * (left @ right)
-
-
-def nuclear_norm(k: torch.Tensor) -> torch.Tensor:
-    """Sum of the singular values of ``k`` ``(m, n)``; finite gradient also at repeated or zero singular values."""
-    return _NuclearNorm.apply(k)
-
-
-def squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``(m, n)`` squared Euclidean distances, clamped at 0 against round-off."""
-    return (x.square().sum(1)[:, None] + y.square().sum(1)[None, :] - 2.0 * x @ y.T).clamp_min(0.0)
-
-
-def median_bandwidth(y: torch.Tensor) -> float:
-    """Median pairwise distance of the rows of ``y`` (off-diagonal), the usual RBF heuristic."""
-    d2 = squared_distances(y, y)
-    off = d2[~torch.eye(y.shape[0], dtype=torch.bool, device=y.device)]
-    return float(off.median().clamp_min(torch.finfo(d2.dtype).tiny).sqrt())
-
-
-def kernel_matrix(x: torch.Tensor, y: torch.Tensor, kernel: str, bandwidth: float, degree: int, gamma: float,
-                  coef0: float) -> torch.Tensor:
-    if kernel == "linear":
-        return x @ y.T
-    if kernel == "rbf":
-        return torch.exp(-squared_distances(x, y) / (2.0 * bandwidth**2))
-    return (gamma * (x @ y.T) + coef0) ** degree
-
-
-def double_center(k: torch.Tensor) -> torch.Tensor:
-    """H_m K H_n: the Gram matrix of features centred on each side."""
-    return k - k.mean(0, keepdim=True) - k.mean(1, keepdim=True) + k.mean()
+    def __call__(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        objective, y = self.objective, self.reference
+        p, _ = probabilities(weights, x.shape[0])
+        w = weights.to(torch.float64)
+        x = x.to(torch.float64)
+        k_ff, k_fr = objective.gram(x, x, self.bandwidth), objective.gram(x, y, self.bandwidth)  # (N, N), (N, M)
+        if objective.normalize_rows:
+            diag_ff = k_ff.diagonal()
+            k_ff, k_fr = cosine_normalize(k_ff, diag_ff, diag_ff), cosine_normalize(k_fr, diag_ff, self.diag_rr)
+        if objective.center:
+            k_ff_p = k_ff @ p  # (N,)
+            self_diag = k_ff.diagonal() - 2.0 * k_ff_p + p @ k_ff_p  # (H_p K H_pᵀ)_ii
+            row_mean = p @ k_fr  # (M,) weighted mean over candidates
+            k_fr = k_fr - row_mean[None, :] - k_fr.mean(1, keepdim=True) + row_mean.mean()
+        else:
+            self_diag = k_ff.diagonal()
+        sample_scale = p if objective.divide_by_n else w  # (N,)
+        cross = sample_scale.sqrt()[:, None] * k_fr * self.real_scale**0.5  # (N, M)
+        return sample_scale @ self_diag + self.real_term - 2.0 * nuclear_norm(cross)
 
 
 @register_objective("bures")
@@ -137,8 +146,12 @@ class Bures(Objective):
         if preset is not None:
             if preset not in PRESETS:
                 raise MatchzooError(f"unknown bures preset {preset!r}; known: {', '.join(PRESETS)}")
-            center, normalize_rows, divide_by_n = (PRESETS[preset][k] for k in ("center", "normalize_rows", "divide_by_n"))
+            flags = PRESETS[preset]
+            center, normalize_rows, divide_by_n = flags["center"], flags["normalize_rows"], flags["divide_by_n"]
         self.center, self.normalize_rows, self.divide_by_n = bool(center), bool(normalize_rows), bool(divide_by_n)
+
+    def weighted_form(self, reference: torch.Tensor) -> WeightedLoss:
+        return lambda x, w: weighted_bures(x, w, reference, self.center, self.normalize_rows, self.divide_by_n)
 
     def forward(self, fake: torch.Tensor, real: torch.Tensor) -> LossOutput:
         self.check_features(fake, real)
@@ -157,13 +170,21 @@ class KernelBures(Objective):
         if kernel not in KERNELS:
             raise MatchzooError(f"kernel_bures kernel must be one of {', '.join(KERNELS)}; got {kernel!r}")
         if bandwidth is not None and not (isinstance(bandwidth, (int, float)) and bandwidth > 0):
-            raise MatchzooError(f"kernel_bures bandwidth must be a number > 0 (or None: the median distance); got {bandwidth!r}")
-        self.kernel, self.bandwidth, self.degree, self.gamma, self.coef0 = kernel, bandwidth, int(degree), gamma, float(coef0)
+            raise MatchzooError(
+                f"kernel_bures bandwidth must be a number > 0 (or None: the median distance); got {bandwidth!r}")
+        self.kernel, self.bandwidth, self.degree = kernel, bandwidth, int(degree)
+        self.gamma, self.coef0 = gamma, float(coef0)
         self.center, self.normalize_rows, self.divide_by_n = bool(center), bool(normalize_rows), bool(divide_by_n)
 
     def gram(self, x: torch.Tensor, y: torch.Tensor, bandwidth: float) -> torch.Tensor:
-        gamma = self.gamma if self.gamma is not None else 1.0 / x.shape[1]
-        return kernel_matrix(x, y, self.kernel, bandwidth, self.degree, gamma, self.coef0)
+        if self.kernel == "linear":
+            return linear_kernel(x, y)
+        if self.kernel == "rbf":
+            return gaussian_kernel(x, y, bandwidth)
+        return polynomial_kernel(x, y, self.degree, self.gamma, self.coef0)
+
+    def weighted_form(self, reference: torch.Tensor) -> WeightedLoss:
+        return WeightedKernelBures(self, reference)
 
     def forward(self, fake: torch.Tensor, real: torch.Tensor) -> LossOutput:
         self.check_features(fake, real)
@@ -171,9 +192,9 @@ class KernelBures(Objective):
         bandwidth = self.bandwidth if self.bandwidth is not None else median_bandwidth(y)
         k_ff, k_rr, k_fr = self.gram(x, x, bandwidth), self.gram(y, y, bandwidth), self.gram(x, y, bandwidth)
         if self.normalize_rows:
-            d_f = k_ff.diagonal().clamp_min(torch.finfo(torch.float64).tiny).sqrt()
-            d_r = k_rr.diagonal().clamp_min(torch.finfo(torch.float64).tiny).sqrt()
-            k_ff, k_rr, k_fr = k_ff / torch.outer(d_f, d_f), k_rr / torch.outer(d_r, d_r), k_fr / torch.outer(d_f, d_r)
+            d_f, d_r = k_ff.diagonal(), k_rr.diagonal()
+            k_ff, k_rr = cosine_normalize(k_ff, d_f, d_f), cosine_normalize(k_rr, d_r, d_r)
+            k_fr = cosine_normalize(k_fr, d_f, d_r)
         if self.center:
             k_ff, k_rr, k_fr = double_center(k_ff), double_center(k_rr), double_center(k_fr)
         m, n = (x.shape[0], y.shape[0]) if self.divide_by_n else (1, 1)

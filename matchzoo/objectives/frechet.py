@@ -28,6 +28,10 @@ of :func:`matchzoo.linalg.trace_sqrt_psd`: no NaN when ``n < D`` or eigenvalues 
 
 Several representations: ``normalize=True`` returns :math:`\mathrm{FD}/(sg(\mathrm{FD})+c)` (``c =
 normalize_eps``), so every space contributes a unit-scale term whatever its feature scale.
+
+Weighted form (resample probe): the frequency-weighted moments :math:`\mu_w = \sum_i p_i x_i`,
+:math:`\Sigma_w = \tfrac{n}{n-1}\sum_i p_i(x_i-\mu_w)(x_i-\mu_w)^\top` in the same FD; when ``N < D`` the trace
+uses the ``N x N`` dual with rows :math:`\sqrt{\tfrac{n}{n-1}p_i}\,(x_i-\mu_w)`.
 The population advances on each forward in training mode with grad enabled (``.eval()`` or
 ``torch.no_grad()`` evaluate without advancing).
 """
@@ -41,6 +45,7 @@ from matchzoo import linalg
 from matchzoo.errors import MatchzooError
 from matchzoo.objectives.base import LossOutput, Objective
 from matchzoo.objectives.population import EmaPopulation, PopulationMoments, QueuePopulation
+from matchzoo.objectives.weighting import WeightedLoss, probabilities
 from matchzoo.registry import register_objective
 
 POPULATION_MODES = ("queue", "ema", "batch")
@@ -49,23 +54,44 @@ POPULATION_MODES = ("queue", "ema", "batch")
 def frechet_from_moments(moments: PopulationMoments, mu_ref: torch.Tensor, cov_ref: torch.Tensor,
                          sqrt_cov_ref: torch.Tensor) -> torch.Tensor:
     """Differentiable float64 FD between population moments and the reference N(mu_ref, cov_ref)."""
-    if moments.centered is not None and moments.centered.shape[0] < moments.centered.shape[1]:
-        # dual form: eig(Xc R Xc^T / n) are the nonzero eig(R^1/2 Sigma R^1/2) for Sigma = Xc^T Xc / n
-        centered = moments.centered  # (n, D)
-        trace_term = linalg.trace_sqrt_psd(centered @ cov_ref @ centered.T / centered.shape[0])
-    else:
-        trace_term = linalg.trace_sqrt_product(moments.cov, sqrt_cov_ref)
-    return (moments.mean - mu_ref).square().sum() + moments.cov.trace() + cov_ref.trace() - 2.0 * trace_term
+    centered = moments.centered  # (n, D) or None: Sigma = Xc^T Xc / n
+    population = linalg.Gaussian(moments.mean, moments.cov, centered,
+                                 divisor=centered.shape[0] if centered is not None else 1.0)
+    return linalg.frechet_sum(population, linalg.Gaussian(mu_ref, cov_ref, factor=sqrt_cov_ref))
 
 
-def frechet_loss(fake: torch.Tensor, mu_ref: torch.Tensor, cov_ref: torch.Tensor, sqrt_cov_ref: torch.Tensor) -> torch.Tensor:
+def frechet_loss(fake: torch.Tensor, mu_ref: torch.Tensor, cov_ref: torch.Tensor,
+                 sqrt_cov_ref: torch.Tensor) -> torch.Tensor:
     """Differentiable FD of the batch ``fake`` ``(B, D)`` (unbiased covariance) to N(mu_ref, cov_ref)."""
     mu, cov = linalg.mean_cov(fake)
-    if fake.shape[0] < fake.shape[1]:
-        trace_term = linalg.trace_sqrt_product_dual(fake.to(torch.float64) - mu, cov_ref)
-    else:
-        trace_term = linalg.trace_sqrt_product(cov, sqrt_cov_ref)
-    return (mu - mu_ref).square().sum() + cov.trace() + cov_ref.trace() - 2.0 * trace_term
+    batch = linalg.Gaussian(mu, cov, fake.to(torch.float64) - mu, divisor=fake.shape[0] - 1)
+    return linalg.frechet_sum(batch, linalg.Gaussian(mu_ref, cov_ref, factor=sqrt_cov_ref))
+
+
+def weighted_mean_cov(x: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Frequency-weighted mean ``(D,)`` and unbiased covariance ``(D, D)`` of ``x`` ``(N, D)``, float64.
+
+    .. math:: \mu_w = \sum_i p_i x_i, \qquad \Sigma_w = \tfrac{n}{n-1}\sum_i p_i (x_i-\mu_w)(x_i-\mu_w)^\top
+    """
+    p, n = probabilities(weights, x.shape[0])
+    x = x.to(torch.float64)
+    mu = p @ x  # (D,)
+    centered = x - mu  # (N, D)
+    cov = (centered * p[:, None]).T @ centered * (n / (n - 1))  # (D, D)
+    return mu, cov
+
+
+def weighted_frechet(
+    x: torch.Tensor, weights: torch.Tensor, mu_ref: torch.Tensor, cov_ref: torch.Tensor,
+    sqrt_cov_ref: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """FD of the weighted set (moments of :func:`weighted_mean_cov`) to N(mu_ref, cov_ref); float64 scalar."""
+    p, n = probabilities(weights, x.shape[0])
+    x = x.to(torch.float64)
+    mu = p @ x  # (D,)
+    rows = (x - mu) * (p * n / (n - 1)).sqrt()[:, None]  # (N, D): Sigma_w = rows^T rows
+    reference = linalg.Gaussian(mu_ref, cov_ref, factor=sqrt_cov_ref)
+    return linalg.frechet_sum(linalg.Gaussian(mu, samples=rows), reference)
 
 
 def reference_statistics(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -102,6 +128,12 @@ class FrechetDistance(Objective):
         if self._reference[0].device != real.device:
             self._reference = tuple(t.to(real.device) for t in self._reference)  # type: ignore[assignment]
         return self._reference
+
+    def weighted_form(self, reference: torch.Tensor) -> WeightedLoss:
+        """FD of the weighted candidates to the statistics of ``reference`` (the ``batch`` population's FD)."""
+        mu_ref, cov_ref = linalg.mean_cov(reference.detach())
+        sqrt_ref = linalg.psd_sqrt(cov_ref)
+        return lambda x, w: weighted_frechet(x, w, mu_ref, cov_ref, sqrt_ref)
 
     def population_moments(self, fake: torch.Tensor) -> PopulationMoments:
         """Moments of the generated population including the live batch (differentiable w.r.t. ``fake``)."""

@@ -12,26 +12,25 @@ Kernels (``kernel=``):
 * ``polynomial`` -- :math:`(\gamma\,x^\top y + c_0)^d`, by default γ = 1/D, c₀ = 1, d = 3 (the KID kernel).
 
 The estimator is unbiased, so it can be slightly negative and is ≈ 0 (not exactly 0) on identical inputs.
+
+Weighted form (resample probe): the V-statistic :math:`p^\top K_{xx}p - 2p^\top K_{xy}q + q^\top K_{yy}q` with
+:math:`p = w/\sum w`, ``q`` uniform and this kernel (bandwidths relative to the reference's median distance).
+The U-statistic is not a function of the measure, so no weighted form agrees with it on duplicated samples.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
 from matchzoo.errors import MatchzooError
+from matchzoo.kernels import energy_kernel, gaussian_kernel, median_bandwidth, polynomial_kernel
 from matchzoo.objectives.base import LossOutput, Objective
-from matchzoo.objectives.bures import median_bandwidth, squared_distances
+from matchzoo.objectives.weighting import WeightedLoss, probabilities
 from matchzoo.registry import register_objective
 
 KERNELS = ("gaussian", "energy", "polynomial")
-
-
-def safe_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``(m, n)`` Euclidean distances whose gradient is 0 (not NaN) where points coincide."""
-    d2 = squared_distances(x, y)
-    positive = d2 > 0
-    return torch.where(positive, d2.clamp_min(torch.finfo(d2.dtype).tiny).sqrt(), torch.zeros_like(d2))
+Gram = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (a (Na, D), b (Nb, D)) -> (Na, Nb)
 
 
 def unbiased_mmd2(k_xx: torch.Tensor, k_yy: torch.Tensor, k_xy: torch.Tensor) -> torch.Tensor:
@@ -42,6 +41,23 @@ def unbiased_mmd2(k_xx: torch.Tensor, k_yy: torch.Tensor, k_xy: torch.Tensor) ->
     within_x = (k_xx.sum() - k_xx.diagonal().sum()) / (m * (m - 1))
     within_y = (k_yy.sum() - k_yy.diagonal().sum()) / (n * (n - 1))
     return within_x + within_y - 2.0 * k_xy.mean()
+
+
+def weighted_mmd(x: torch.Tensor, weights: torch.Tensor, reference: torch.Tensor, gram: Gram) -> torch.Tensor:
+    """Squared MMD (V-statistic) between Σ p_i δ_{x_i} and the uniform measure on ``reference``; float64.
+
+    The V-statistic, not the unbiased U-statistic of the ``mmd`` objective: only the V-statistic is a
+    function of the measure, so only it gives the duplicated-sample value at integer weights.
+    """
+    probs, _ = probabilities(weights, x.shape[0])
+    x, y = x.to(torch.float64), reference.detach().to(torch.float64)
+    q = torch.full((y.shape[0],), 1.0 / y.shape[0], dtype=torch.float64, device=y.device)
+    return probs @ gram(x, x) @ probs - 2.0 * probs @ gram(x, y) @ q + q @ gram(y, y) @ q
+
+
+def gaussian_gram(bandwidths: Sequence[float]) -> Gram:
+    """Sum of Gaussian kernels exp(-‖a-b‖²/2σ²) over ``bandwidths``."""
+    return lambda a, b: gaussian_kernel(a, b, bandwidths)
 
 
 @register_objective("mmd")
@@ -55,24 +71,32 @@ class MMD(Objective):
             raise MatchzooError(f"mmd kernel must be one of {', '.join(KERNELS)}; got {kernel!r}")
         if kernel == "gaussian" and (not bandwidths or min(bandwidths) <= 0):
             raise MatchzooError(f"mmd gaussian bandwidths must be positive; got {tuple(bandwidths)}")
-        self.kernel, self.bandwidths, self.absolute_bandwidths = kernel, tuple(float(b) for b in bandwidths), absolute_bandwidths
+        self.kernel, self.absolute_bandwidths = kernel, absolute_bandwidths
+        self.bandwidths = tuple(float(b) for b in bandwidths)
         self.degree, self.gamma, self.coef0 = int(degree), gamma, float(coef0)
 
     def gram(self, x: torch.Tensor, y: torch.Tensor, sigmas: Sequence[float]) -> torch.Tensor:
         if self.kernel == "energy":
-            return -safe_distances(x, y)
+            return energy_kernel(x, y)
         if self.kernel == "polynomial":
-            gamma = self.gamma if self.gamma is not None else 1.0 / x.shape[1]
-            return (gamma * (x @ y.T) + self.coef0) ** self.degree
-        d2 = squared_distances(x, y)
-        return sum(torch.exp(-d2 / (2.0 * s**2)) for s in sigmas)
+            return polynomial_kernel(x, y, self.degree, self.gamma, self.coef0)
+        return gaussian_kernel(x, y, sigmas)
+
+    def sigmas(self, real: torch.Tensor) -> tuple[float, ...]:
+        """The Gaussian bandwidths: multiples of the median real-side distance unless ``absolute_bandwidths``."""
+        if self.kernel != "gaussian" or self.absolute_bandwidths:
+            return self.bandwidths
+        base = median_bandwidth(real.detach().to(torch.float64))
+        return tuple(b * base for b in self.bandwidths)
+
+    def weighted_form(self, reference: torch.Tensor) -> WeightedLoss:
+        sigmas = self.sigmas(reference)
+        return lambda x, w: weighted_mmd(x, w, reference, lambda a, b: self.gram(a, b, sigmas))
 
     def forward(self, fake: torch.Tensor, real: torch.Tensor) -> LossOutput:
         self.check_features(fake, real)
         real = real.detach()
-        sigmas = self.bandwidths
-        if self.kernel == "gaussian" and not self.absolute_bandwidths:
-            base = median_bandwidth(real.to(torch.float64))
-            sigmas = tuple(b * base for b in self.bandwidths)
-        value = unbiased_mmd2(self.gram(fake, fake, sigmas), self.gram(real, real, sigmas), self.gram(fake, real, sigmas))
+        sigmas = self.sigmas(real)
+        k_ff, k_rr, k_fr = self.gram(fake, fake, sigmas), self.gram(real, real, sigmas), self.gram(fake, real, sigmas)
+        value = unbiased_mmd2(k_ff, k_rr, k_fr)
         return LossOutput(value, {"mmd2": float(value.detach())})

@@ -96,7 +96,8 @@ class QueuePopulation(LazyStateModule):
             raise MatchzooError("FD-loss needs at least 2 generated samples (batch size >= 2)")
         dropped_sum, dropped_outer = dropped.sum(0), dropped.T @ dropped  # (D,), (D, D)
         live_sum, live_outer = live64.sum(0), live64.T @ live64  # (D,), (D, D), with gradient
-        self._pending = (live.detach(), self._batch_key(live), dropped_sum, dropped_outer, live_sum.detach(), live_outer.detach())
+        self._pending = (live.detach(), self._batch_key(live), dropped_sum, dropped_outer,
+                         live_sum.detach(), live_outer.detach())
         mean = (self.feature_sum - dropped_sum + live_sum) / n
         second = (self.outer_sum - dropped_outer + live_outer) / n
         cov = second - torch.outer(mean, mean)
@@ -112,7 +113,8 @@ class QueuePopulation(LazyStateModule):
     def _batch_key(self, live: torch.Tensor) -> tuple:
         """Identifies (queue state, live batch contents). The pending entry keeps the batch's storage alive,
         so an equal address means the same storage, and the version counter changes on any in-place write."""
-        return (int(self.count), int(self.write_pos), live.data_ptr(), live._version, live.shape, live.stride(), live.dtype)
+        return (int(self.count), int(self.write_pos), live.data_ptr(), live._version, live.shape, live.stride(),
+                live.dtype)
 
     def _same_batch(self, pending: tuple, live: torch.Tensor) -> bool:
         return pending[1] == self._batch_key(live)

@@ -6,7 +6,8 @@ logit into a *function* part and a *direction* part:
 
 .. math:: \mathcal L_{critic} = \underbrace{\ell_{base}\big(s\langle h(r), sg(\omega)\rangle,\
           s\langle h(f), sg(\omega)\rangle\big)}_{\text{trains } h,\ s}
-          \;\underbrace{-\ \mathbb E_r\langle sg(h(r)),\omega\rangle + \mathbb E_f\langle sg(h(f)),\omega\rangle}_{\text{trains }\omega}
+          \;\underbrace{-\ \mathbb E_r\langle sg(h(r)),\omega\rangle
+          + \mathbb E_f\langle sg(h(f)),\omega\rangle}_{\text{trains }\omega}
 
 so :math:`\omega` follows the linear (Wasserstein-like) objective: with :math:`h` the identity it converges to
 :math:`(\mu_r-\mu_f)/\|\mu_r-\mu_f\|`. :math:`\omega = w/\|w\|` inside the critic (tangent gradients, so
@@ -24,6 +25,10 @@ writes into the critic's gradients. The trainer owns the critic optimiser (``cri
 and runs ``critic_steps`` critic updates per generator step; every weight is a parameter (checkpointed).
 The head's input size is ``dim`` or, if ``None``, that of the first features (:meth:`prepare_reference` or
 the first batch); the parameters exist from construction, so the critic optimiser may be built first.
+
+Weighted form (resample probe): :math:`\sum_i p_i\,\ell_G(d(x_i))` with the per-sample generator loss
+:math:`\ell_G`, against a critic that keeps training on the weighted measure between weight updates
+(:class:`matchzoo.objectives.weighting.CriticTrainedWeightedLoss`).
 """
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ from torch.nn.parameter import is_lazy
 
 from matchzoo.errors import MatchzooError
 from matchzoo.objectives.base import LossOutput, Objective
+from matchzoo.objectives.weighting import CriticTrainedWeightedLoss, WeightedLoss, probabilities
 from matchzoo.registry import register_objective
 
 BASE_LOSSES = ("hinge", "logistic", "nonsaturating", "least_squares")
@@ -74,7 +80,8 @@ class SAN(Objective):
             raise MatchzooError(f"san loss must be one of {', '.join(BASE_LOSSES)}; got {loss!r}")
         if critic_steps < 1:
             raise MatchzooError(f"san critic_steps must be >= 1; got {critic_steps}")
-        self.loss_kind, self.hidden, self.out_dim, self.slope = loss, tuple(int(h) for h in hidden), out_dim, float(slope)
+        self.loss_kind, self.out_dim, self.slope = loss, out_dim, float(slope)
+        self.hidden = tuple(int(h) for h in hidden)
         self.critic_steps, self.critic_lr = int(critic_steps), float(critic_lr)
         # The input dimension is taken from the first features seen (LazyLinear / UninitializedParameter),
         # so the trainer may build the critic optimiser before any feature exists.
@@ -113,7 +120,9 @@ class SAN(Objective):
     def head(self, x: torch.Tensor, detach_weights: bool = False) -> torch.Tensor:
         """``h(x)``: Linear + LeakyReLU blocks (no activation after the last layer); ``(N, D) -> (N, K)``."""
         for i, layer in enumerate(self.layers):
-            weight, bias = (layer.weight.detach(), layer.bias.detach()) if detach_weights else (layer.weight, layer.bias)
+            weight, bias = layer.weight, layer.bias
+            if detach_weights:
+                weight, bias = weight.detach(), bias.detach()
             x = F.linear(x, weight.to(x.dtype), bias.to(x.dtype))
             if i < len(self.layers) - 1:
                 x = F.leaky_relu(x, self.slope)
@@ -137,16 +146,32 @@ class SAN(Objective):
         omega = self.unit_direction().to(fake.dtype)
         fun = critic_base_loss(self.loss_kind, scale * h_real @ omega.detach(), scale * h_fake @ omega.detach())
         direction = -(h_real.detach() @ omega).mean() + (h_fake.detach() @ omega).mean()
-        return LossOutput(fun + direction, {"critic_fun": float(fun.detach()), "critic_direction": float(direction.detach())})
+        logs = {"critic_fun": float(fun.detach()), "critic_direction": float(direction.detach())}
+        return LossOutput(fun + direction, logs)
 
     @torch.no_grad()
     def after_critic_step(self) -> None:
         if not is_lazy(self.direction):
             self.direction.copy_(F.normalize(self.direction, dim=0))
 
+    def generator_logit(self, x: torch.Tensor) -> torch.Tensor:
+        """``d(x) = s⟨ω, h(x)⟩`` ``(N,)`` with every critic weight detached (the generator's view)."""
+        scale = self.log_scale.detach().exp().to(x.dtype)
+        return scale * self.head(x, detach_weights=True) @ self.unit_direction().detach().to(x.dtype)
+
+    def weighted_form(self, reference: torch.Tensor) -> WeightedLoss:
+        """``Σ p_i ℓ_G(d(x_i))`` against the critic of the moment, which keeps training on the weighted measure."""
+        per_sample = torch.func.vmap(lambda logit: generator_base_loss(self.loss_kind, logit))
+
+        def value(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+            p, _ = probabilities(weights, x.shape[0])
+            return p @ per_sample(self.generator_logit(x)).to(torch.float64)
+
+        return CriticTrainedWeightedLoss(self, reference, value)
+
     def forward(self, fake: torch.Tensor, real: torch.Tensor) -> LossOutput:
         self.check_features(fake, real)
         self._ready(fake)
-        logit = self.log_scale.detach().exp() * self.head(fake, detach_weights=True) @ self.unit_direction().detach().to(fake.dtype)
+        logit = self.generator_logit(fake)
         value = generator_base_loss(self.loss_kind, logit)
         return LossOutput(value, {"generator": float(value.detach()), "logit_fake": float(logit.detach().mean())})

@@ -38,6 +38,9 @@ feature scale :math:`s = \sqrt{\operatorname{Tr}\Sigma_r / D}` (from :meth:`prep
 ``real``), so ``blur`` is in units of one feature's standard deviation whatever the backbone; the
 value is reported in those units. ``diameter=None`` lets geomloss bound it from the data.
 
+Weighted form (resample probe): the measure :math:`\sum_i p_i\delta_{x_i}` (:math:`p = w/\sum w`) against the
+uniform reference, same cost, blur and scale, tensorized backend.
+
 Backend: ``tensorized`` unless pykeops imports (``online`` then); geomloss 0.3.1 can leave autograd
 switched on, so the caller's grad mode is restored after every call.
 """
@@ -50,6 +53,7 @@ import torch
 
 from matchzoo.errors import MatchzooError
 from matchzoo.objectives.base import LossOutput, Objective
+from matchzoo.objectives.weighting import WeightedLoss, probabilities
 from matchzoo.registry import register_objective
 
 
@@ -85,6 +89,22 @@ def sinkhorn_divergence(fake: torch.Tensor, real: torch.Tensor, blur: float, sca
         return loss(fake, real.detach())
 
 
+def weighted_sinkhorn(
+    x: torch.Tensor, weights: torch.Tensor, reference: torch.Tensor,
+    blur: float = 0.5, scaling: float = 0.995, diameter: Optional[float] = None, scale: float = 1.0,
+) -> torch.Tensor:
+    """geomloss Sinkhorn divergence (p=2) between Σ p_i δ_{x_i/scale} and the uniform measure on ``reference/scale``."""
+    from geomloss import SamplesLoss
+
+    probs, _ = probabilities(weights, x.shape[0])
+    dtype = x.dtype
+    uniform = torch.full((reference.shape[0],), 1.0 / reference.shape[0], dtype=dtype, device=x.device)
+    loss = SamplesLoss("sinkhorn", p=2, blur=blur, scaling=scaling, diameter=diameter, debias=True,
+                       backend="tensorized")
+    with GradModeRestored():
+        return loss(probs.to(dtype), x / scale, uniform, reference.detach().to(dtype) / scale)
+
+
 @register_objective("sinkhorn")
 class Sinkhorn(Objective):
     """Debiased Sinkhorn divergence (geomloss, cost ½‖x−y‖², standardised features)."""
@@ -103,6 +123,12 @@ class Sinkhorn(Objective):
 
     def prepare_reference(self, features: torch.Tensor) -> None:
         self._scale = feature_scale(features)
+
+    def weighted_form(self, reference: torch.Tensor) -> WeightedLoss:
+        """The measure ``Σ p_i δ_{x_i}`` against the uniform reference, standardised by the reference's scale."""
+        scale = float(feature_scale(reference)) if self.standardize else 1.0
+        settings = dict(blur=self.blur, scaling=self.scaling, diameter=self.diameter, scale=scale)
+        return lambda x, w: weighted_sinkhorn(x, w, reference, **settings)
 
     def forward(self, fake: torch.Tensor, real: torch.Tensor) -> LossOutput:
         self.check_features(fake, real)

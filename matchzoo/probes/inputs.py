@@ -26,7 +26,7 @@ def load_candidates(path: str, count: Optional[int] = None, seed: int = 0, progr
         return images
     if not source.exists():
         raise MatchzooError(f"candidates not found: {path}; pass an .npz of images or a run's checkpoint (file or run folder)")
-    from matchzoo.train.checkpoint import load_generator
+    from matchzoo.stored_config import load_generator
 
     generator = load_generator(source)
     rng = torch.Generator().manual_seed(seed)

@@ -172,7 +172,7 @@ def resample_probe(
         attack_candidates = features[attack_space].candidates
     candidates = attack_candidates.detach()
     count = candidates.shape[0]
-    critic_step = getattr(weighted_loss, "critic_step", None)  # adversarial forms (see probes.weighted_adversarial)
+    critic_step = getattr(weighted_loss, "critic_step", None)  # adversarial forms (see matchzoo.objectives.weighting)
     before_step = (lambda p: critic_step(candidates, p)) if critic_step is not None else None
     probabilities, first, last = optimise_logits(lambda p: weighted_loss(candidates, sample_size * p), count, steps, lr,
                                                  before_step, progress)
