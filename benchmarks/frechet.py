@@ -19,6 +19,7 @@ many threads; the default runs single-threaded (the algorithms alone) and with e
 it). Run it on an idle machine: with other processes on the cores, threaded LAPACK timings become
 meaningless.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -89,14 +90,26 @@ def bench(dim: int, repeats: int) -> dict[str, float]:
 
     print(f"\nD = {dim}  (FD ≈ {ours:.6g})")
     print(f"  ours, reference cached      {ours_time * 1e3:9.1f} ms")
-    print(f"  ours, uncached              {uncached_time * 1e3:9.1f} ms   (reference factor alone: {factor_time * 1e3:.1f} ms)")
-    print(f"  eigvals(σ1σ2) [torchmetrics] {eig_time * 1e3:8.1f} ms   -> {eig_time / ours_time:5.1f}x slower than ours (cached), "
-          f"{eig_time / uncached_time:4.1f}x (uncached)")
-    print(f"  sqrtm(σ1σ2)  [pytorch-fid]  {sqrtm_time * 1e3:9.1f} ms   -> {sqrtm_time / ours_time:5.1f}x slower than ours (cached), "
-          f"{sqrtm_time / uncached_time:4.1f}x (uncached)")
+    print(
+        f"  ours, uncached              {uncached_time * 1e3:9.1f} ms   "
+        f"(reference factor alone: {factor_time * 1e3:.1f} ms)"
+    )
+    print(
+        f"  eigvals(σ1σ2) [torchmetrics] {eig_time * 1e3:8.1f} ms   "
+        f"-> {eig_time / ours_time:5.1f}x slower than ours (cached), "
+        f"{eig_time / uncached_time:4.1f}x (uncached)"
+    )
+    print(
+        f"  sqrtm(σ1σ2)  [pytorch-fid]  {sqrtm_time * 1e3:9.1f} ms   "
+        f"-> {sqrtm_time / ours_time:5.1f}x slower than ours (cached), "
+        f"{sqrtm_time / uncached_time:4.1f}x (uncached)"
+    )
     agreement = max(abs(ours - eig) / abs(eig), abs(ours - sqrtm_value) / abs(sqrtm_value))
-    print(f"  agreement |ours - x| / x:   eigvals {abs(ours - eig) / abs(eig):.2e}   sqrtm {abs(ours - sqrtm_value) / abs(sqrtm_value):.2e}"
-          f"   uncached {abs(ours - uncached) / abs(uncached):.2e}")
+    print(
+        f"  agreement |ours - x| / x:   eigvals {abs(ours - eig) / abs(eig):.2e}   "
+        f"sqrtm {abs(ours - sqrtm_value) / abs(sqrtm_value):.2e}"
+        f"   uncached {abs(ours - uncached) / abs(uncached):.2e}"
+    )
     return {"sqrtm": sqrtm_time / ours_time, "eigvals": eig_time / ours_time, "agreement": agreement}
 
 
@@ -116,8 +129,10 @@ def bench_few_samples(dim: int, samples: int, repeats: int) -> None:
     print(f"\nD = {dim}, n = {samples} features per side (inputs: features; both compute their statistics)")
     print(f"  ours (n x n cross form)     {ours_time * 1e3:9.1f} ms")
     print(f"  cov + eigvals(σ1σ2)         {eig_time * 1e3:9.1f} ms   -> {eig_time / ours_time:5.1f}x slower than ours")
-    print(f"  agreement |ours - eigvals| / eigvals: {abs(ours - eig) / abs(eig):.2e}  (rank-deficient covariances: "
-          f"eigvals' tiny complex/negative modes are its own round-off)")
+    print(
+        f"  agreement |ours - eigvals| / eigvals: {abs(ours - eig) / abs(eig):.2e}  (rank-deficient covariances: "
+        f"eigvals' tiny complex/negative modes are its own round-off)"
+    )
 
 
 def run_pass(threads: int, args: argparse.Namespace) -> list[tuple[int, int, dict[str, float]]]:
@@ -125,9 +140,12 @@ def run_pass(threads: int, args: argparse.Namespace) -> list[tuple[int, int, dic
     torch.set_num_threads(threads)
     results = []
     with threadpool_limits(limits=threads):
-        print(f"\n=== {threads} thread(s): torch {torch.__version__} ({torch.get_num_threads()} threads), scipy "
-              f"{scipy.__version__}, OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, "
-              f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
+        print(
+            f"\n=== {threads} thread(s): torch {torch.__version__} ({torch.get_num_threads()} threads), scipy "
+            f"{scipy.__version__}, OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, "
+            f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
         for dim in args.dims:
             results.append((threads, dim, bench(dim, args.repeats)))
         if args.few_samples:
@@ -141,8 +159,13 @@ def main() -> None:
     parser.add_argument("--dims", type=int, nargs="+", default=[768, 2048])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--few_samples", type=int, default=512, help="also time n < D features per side (0: skip)")
-    parser.add_argument("--threads", type=int, nargs="+", default=sorted({1, os.cpu_count() or 1}),
-                        help="BLAS/LAPACK thread counts to run, each for every library (default: 1 and all CPUs)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=sorted({1, os.cpu_count() or 1}),
+        help="BLAS/LAPACK thread counts to run, each for every library (default: 1 and all CPUs)",
+    )
     parser.add_argument("--results_json", help=argparse.SUPPRESS)  # used by the per-thread-count child processes
     args = parser.parse_args()
     if len(args.threads) == 1:
@@ -154,14 +177,32 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             for threads in args.threads:
                 out = Path(folder) / f"{threads}.json"
-                command = [sys.executable, __file__, "--threads", str(threads), "--dims", *map(str, args.dims),
-                           "--repeats", str(args.repeats), "--few_samples", str(args.few_samples), "--results_json", str(out)]
+                command = [
+                    sys.executable,
+                    __file__,
+                    "--threads",
+                    str(threads),
+                    "--dims",
+                    *map(str, args.dims),
+                    "--repeats",
+                    str(args.repeats),
+                    "--few_samples",
+                    str(args.few_samples),
+                    "--results_json",
+                    str(out),
+                ]
                 subprocess.run(command, check=True)
                 results += [tuple(r) for r in json.loads(out.read_text())]
-    print("\nsummary (baseline time / ours with the reference cached; targets: sqrtm >= 10x, eigvals >= 5x, agreement < 1e-8)")
+    print(
+        "\nsummary (baseline time / ours with the reference cached; "
+        "targets: sqrtm >= 10x, eigvals >= 5x, agreement < 1e-8)"
+    )
     for threads, dim, result in results:
-        print(f"  {threads} thread(s)  D = {dim:5d}:  sqrtm {result['sqrtm']:5.1f}x   eigvals {result['eigvals']:4.1f}x   "
-              f"agreement {result['agreement']:.1e}")
+        print(
+            f"  {threads} thread(s)  D = {dim:5d}:  sqrtm {result['sqrtm']:5.1f}x   "
+            f"eigvals {result['eigvals']:4.1f}x   "
+            f"agreement {result['agreement']:.1e}"
+        )
 
 
 if __name__ == "__main__":

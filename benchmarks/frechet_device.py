@@ -3,6 +3,7 @@ FD with the reference cached, and the relative agreement of the two values.
 
     python benchmarks/frechet_device.py [D ...]        # default 768 2048; needs CUDA
 """
+
 import sys
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import torch
 
 from matchzoo.metrics.frechet import FrechetReference, StreamingMoments
+
 
 def fail(message: str) -> None:
     """Bad input: one line on stderr, exit status 2 (the project's convention)."""
@@ -20,12 +22,14 @@ def fail(message: str) -> None:
 def stats(x, batch=4096):
     m = StreamingMoments()
     for s in range(0, x.shape[0], batch):
-        m.update(x[s:s + batch])
+        m.update(x[s : s + batch])
     return m.stats()
+
 
 def sync(device):
     if device == "cuda":
         torch.cuda.synchronize()
+
 
 if not torch.cuda.is_available():
     fail("no CUDA device is visible here; this benchmark compares CUDA with the CPU")
@@ -41,13 +45,24 @@ for dim in dims:
     values = {}
     for device in ("cpu", "cuda"):
         r, f = real.to(device), fake.to(device)
-        sync(device); t0 = time.perf_counter(); sr, sf = stats(r), stats(f); sync(device); t_stats = time.perf_counter() - t0
-        ref = FrechetReference(sr); _ = ref.factor
-        ref.distance_to_stats(sf); sync(device)
+        sync(device)
+        t0 = time.perf_counter()
+        sr, sf = stats(r), stats(f)
+        sync(device)
+        t_stats = time.perf_counter() - t0
+        ref = FrechetReference(sr)
+        _ = ref.factor
+        ref.distance_to_stats(sf)
+        sync(device)
         t0 = time.perf_counter()
         for _ in range(3):
             values[device] = ref.distance_to_stats(sf)
-        sync(device); t_fd = (time.perf_counter() - t0) / 3
-        print(f"D={dim} {device:4s} threads={torch.get_num_threads():2d}: moments of 2 x 50k features {t_stats*1e3:8.1f} ms, "
-              f"FD (reference cached) {t_fd*1e3:7.1f} ms, FD = {values[device]:.10g}", flush=True)
+        sync(device)
+        t_fd = (time.perf_counter() - t0) / 3
+        print(
+            f"D={dim} {device:4s} threads={torch.get_num_threads():2d}: "
+            f"moments of 2 x 50k features {t_stats * 1e3:8.1f} ms, "
+            f"FD (reference cached) {t_fd * 1e3:7.1f} ms, FD = {values[device]:.10g}",
+            flush=True,
+        )
     print(f"D={dim} relative |cuda - cpu| = {abs(values['cuda'] - values['cpu']) / values['cpu']:.2e}", flush=True)

@@ -18,6 +18,7 @@ give a finite loss and gradient, and the gradient must match the closed form 2wÂ
 (T computed independently by eigendecomposition here) to 1e-6 relative. Prints the numbers; the only
 assertions are the correctness ones, never a time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,12 +62,13 @@ def objective_step(objective, fake_source: torch.Tensor, real: torch.Tensor):
     def step():
         fake = fake_source.clone().requires_grad_()
         objective(fake, real).loss.backward()
+
     return step
 
 
 def objectives_table(dims, names, batch, reference, repeats, device) -> None:
     print(f"\n## forward+backward per objective (batch {batch}, reference {reference} samples, {device})")
-    print(f"| objective | D | seconds | ratio vs fd(batch) |\n|---|---|---|---|")
+    print("| objective | D | seconds | ratio vs fd(batch) |\n|---|---|---|---|")
     for dim in dims:
         real_pool = features(reference, dim, 0.0, 0, device)
         real = real_pool[:batch]
@@ -97,12 +99,13 @@ def recompute_step(queue: torch.Tensor, live_source: torch.Tensor, reference):
 
     def step():
         live = live_source.clone().requires_grad_()
-        samples = torch.cat([queue[live.shape[0]:].to(torch.float64), live.to(torch.float64)])  # (P, D)
+        samples = torch.cat([queue[live.shape[0] :].to(torch.float64), live.to(torch.float64)])  # (P, D)
         mean = samples.mean(0)
         centered = samples - mean
         cov = centered.T @ centered / samples.shape[0]
         moments = PopulationMoments(mean, cov, samples.shape[0], 1.0 / samples.shape[0])
         frechet_from_moments(moments, mu_ref, cov_ref, sqrt_ref).backward()
+
     return step
 
 
@@ -121,8 +124,11 @@ def population_table(dims, population, batch, reference, repeats, device) -> Non
                 queue, reference_stats = objective.population.features, objective.reference(real_pool)
                 seconds["recompute"] = timed(recompute_step(queue, live, reference_stats), device, repeats)
             del objective
-        print(f"| {dim} | {seconds['recompute']:.3f} | {seconds['queue']:.3f} | {seconds['ema']:.3f} | "
-              f"{seconds['recompute'] / seconds['queue']:.1f} | {seconds['recompute'] / seconds['ema']:.1f} |", flush=True)
+        print(
+            f"| {dim} | {seconds['recompute']:.3f} | {seconds['queue']:.3f} | {seconds['ema']:.3f} | "
+            f"{seconds['recompute'] / seconds['queue']:.1f} | {seconds['recompute'] / seconds['ema']:.1f} |",
+            flush=True,
+        )
 
 
 def fd_check(population: int, batch: int, dim: int, device: str) -> None:

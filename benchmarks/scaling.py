@@ -11,6 +11,7 @@ Table 2: the fitted log-log slope per axis (time ~ B^a at fixed D, time ~ D^b at
 axis (printed as '-'). Table 3: trainer steps/s on the quickstart config (no evaluation, no tracking).
 Numbers are measurements on the machine that runs the script; nothing is asserted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,10 +19,10 @@ import math
 import time
 
 import torch
+from objectives import features, objective_step, timed  # benchmarks/objectives.py (this script's folder)
 
 import matchzoo
 from matchzoo.registry import OBJECTIVES
-from objectives import features, objective_step, timed  # benchmarks/objectives.py (this script's folder)
 
 
 def time_objective(name: str, batch: int, dim: int, device: str, repeats: int) -> float:
@@ -112,8 +113,10 @@ def main() -> None:
     for name, (by_batch, by_dim) in results.items():
         print(f"| {name} | {slope(batches, by_batch):.2f} | {slope(dims, by_dim):.2f} |")
     if args.trainer_steps > 0:
-        print(f"\nTable 3: quickstart trainer throughput: {trainer_throughput(args.trainer_steps):.2f} steps/s "
-              f"(batch from gin/quickstart.gin, {args.trainer_steps} steps, no evaluation/tracking)")
+        print(
+            f"\nTable 3: quickstart trainer throughput: {trainer_throughput(args.trainer_steps):.2f} steps/s "
+            f"(batch from gin/quickstart.gin, {args.trainer_steps} steps, no evaluation/tracking)"
+        )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ training path), and on CUDA the speed-up of the bf16/channels_last path over flo
 row is the first space listed (default ``random_conv``). Also times the exact reference resizers
 against ``F.interpolate`` on the same tensors. No assertion: these are measurements to read.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,7 +69,9 @@ def space_rates(name: str, images: torch.Tensor, device: str, repeats: int) -> d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spaces", default="random_conv,pixels,digits_classifier,digits_ssl,inception,dinov2_vits14,clip_vitb32")
+    parser.add_argument(
+        "--spaces", default="random_conv,pixels,digits_classifier,digits_ssl,inception,dinov2_vits14,clip_vitb32"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--size", type=int, default=32, help="input image side (spaces resize themselves)")
@@ -76,7 +79,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     images = torch.rand(args.batch, 3, args.size, args.size, device=args.device) * 2 - 1
-    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu x{torch.get_num_threads()} threads"
+    device_name = (
+        torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu x{torch.get_num_threads()} threads"
+    )
     print(f"device: {device_name}; batch {args.batch} of {args.size}px RGB; median of {args.repeats}")
     names = [n.strip() for n in args.spaces.split(",") if n.strip()]
     baseline = None
@@ -85,14 +90,23 @@ def main() -> None:
         rates = space_rates(name, images, args.device, args.repeats)
         baseline = baseline or rates["forward"]
         speedup = f"{rates['bf16_speedup']:.2f}x" if "bf16_speedup" in rates else "-"
-        print(f"{name:<18} {rates['forward']:>10.1f} {rates['train']:>14.1f} {rates['forward'] / baseline:>19.4f}x {speedup:>14}")
+        print(
+            f"{name:<18} {rates['forward']:>10.1f} {rates['train']:>14.1f} "
+            f"{rates['forward'] / baseline:>19.4f}x {speedup:>14}"
+        )
 
     x = torch.rand(args.batch, 3, args.size, args.size, device=args.device)
     for label, exact, approx in [
-        ("tf1_bilinear->299", lambda: tf1_bilinear_resize(x, 299, 299),
-         lambda: F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)),
-        ("pil_bicubic->224", lambda: pil_bicubic_resize(x, 224, 224),
-         lambda: F.interpolate(x, size=(224, 224), mode="bicubic", antialias=True, align_corners=False)),
+        (
+            "tf1_bilinear->299",
+            lambda: tf1_bilinear_resize(x, 299, 299),
+            lambda: F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False),
+        ),
+        (
+            "pil_bicubic->224",
+            lambda: pil_bicubic_resize(x, 224, 224),
+            lambda: F.interpolate(x, size=(224, 224), mode="bicubic", antialias=True, align_corners=False),
+        ),
     ]:
         ratio = timed(exact, args.device, args.repeats) / timed(approx, args.device, args.repeats)
         print(f"resize {label}: exact-reference matmul resize takes {ratio:.2f}x the time of F.interpolate")

@@ -7,6 +7,7 @@ Starts ``python -m matchzoo ui`` on a free 127.0.0.1 port, opens
 ``#/compare-runs?runs=[...]&experiments=[...]`` for the sweep's FINISHED runs, takes a 1900x1000 screenshot,
 crops the MLflow Assistant side panel off (the page itself is untouched) and stops the UI.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,7 +50,9 @@ def wait_until_up(url: str, timeout: float = 120.0) -> None:
 
 
 def compare_url(base: str, run_ids: list[str], experiment_ids: list[str]) -> str:
-    quote = lambda value: urllib.parse.quote(json.dumps(value, separators=(",", ":")), safe="")
+    def quote(value):
+        return urllib.parse.quote(json.dumps(value, separators=(",", ":")), safe="")
+
     return f"{base}/#/compare-runs?runs={quote(run_ids)}&experiments={quote(experiment_ids)}"
 
 
@@ -72,24 +75,48 @@ def main() -> int:
 
     mlflow_client = make_client()
     experiments = mlflow_client.search_experiments()
-    runs = [r for r in search_all_runs(mlflow_client, [e.experiment_id for e in experiments],
-                                       f"tags.{SWEEP_TAG} = '{args.sweep}' and attributes.status = 'FINISHED'")
-            if r.data.tags.get(ROLE_TAG) != SUMMARY_ROLE]
+    runs = [
+        r
+        for r in search_all_runs(
+            mlflow_client,
+            [e.experiment_id for e in experiments],
+            f"tags.{SWEEP_TAG} = '{args.sweep}' and attributes.status = 'FINISHED'",
+        )
+        if r.data.tags.get(ROLE_TAG) != SUMMARY_ROLE
+    ]
     if not runs:
         raise SystemExit(f"no FINISHED runs tagged sweep = {args.sweep!r} in {os.environ.get('MLFLOW_TRACKING_URI')}")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    ui = subprocess.Popen([sys.executable, "-m", "matchzoo", "ui", "--port", str(port)], start_new_session=True,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "matchzoo", "ui", "--port", str(port)],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_until_up(base)
         url = compare_url(base, [r.info.run_id for r in runs], sorted({r.info.experiment_id for r in runs}))
         with tempfile.TemporaryDirectory() as folder:
             shot = Path(folder) / "compare.png"
-            subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                            "--hide-scrollbars", f"--window-size={WIDTH},{HEIGHT}", "--virtual-time-budget=20000",
-                            f"--user-data-dir={folder}/profile", f"--screenshot={shot}", url],
-                           check=True, capture_output=True, timeout=300)
+            subprocess.run(
+                [
+                    "chromium",
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--hide-scrollbars",
+                    f"--window-size={WIDTH},{HEIGHT}",
+                    "--virtual-time-budget=20000",
+                    f"--user-data-dir={folder}/profile",
+                    f"--screenshot={shot}",
+                    url,
+                ],
+                check=True,
+                capture_output=True,
+                timeout=300,
+            )
             image = Image.open(shot)
             image.crop((0, 0, main_panel_right_edge(image), HEIGHT)).save(args.out, optimize=True)
     finally:

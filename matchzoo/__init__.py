@@ -7,10 +7,15 @@ Public API (stable names)::
     list_objectives, list_feature_spaces, list_generators, list_datasets
     frechet_distance, frechet_distance_from_stats
 """
+
 from __future__ import annotations
 
 from typing import Any
 
+from matchzoo.data import ImageDataset
+from matchzoo.generators import Generator
+from matchzoo.linalg import frechet_distance, frechet_distance_from_stats
+from matchzoo.objectives import LossOutput, Objective
 from matchzoo.registry import (
     DATASETS,
     FEATURE_SPACES,
@@ -21,11 +26,7 @@ from matchzoo.registry import (
     register_generator,
     register_objective,
 )
-from matchzoo.linalg import frechet_distance, frechet_distance_from_stats
-from matchzoo.objectives import LossOutput, Objective
 from matchzoo.spaces import FeatureSpace, Preprocessing
-from matchzoo.generators import Generator
-from matchzoo.data import ImageDataset
 
 __version__ = "0.1.0"
 
@@ -63,9 +64,24 @@ def list_datasets() -> list[str]:
 
 
 __all__ = [
-    "register_objective", "register_feature_space", "register_generator", "register_dataset",
-    "make_objective", "make_feature_space", "make_generator", "make_dataset",
-    "list_objectives", "list_feature_spaces", "list_generators", "list_datasets",
-    "frechet_distance", "frechet_distance_from_stats",
-    "LossOutput", "Objective", "FeatureSpace", "Preprocessing", "Generator", "ImageDataset",
+    "register_objective",
+    "register_feature_space",
+    "register_generator",
+    "register_dataset",
+    "make_objective",
+    "make_feature_space",
+    "make_generator",
+    "make_dataset",
+    "list_objectives",
+    "list_feature_spaces",
+    "list_generators",
+    "list_datasets",
+    "frechet_distance",
+    "frechet_distance_from_stats",
+    "LossOutput",
+    "Objective",
+    "FeatureSpace",
+    "Preprocessing",
+    "Generator",
+    "ImageDataset",
 ]

@@ -4,6 +4,7 @@ Each subcommand is a module in :mod:`matchzoo.commands` that defines ``HELP`` (o
 ``add_arguments(parser)`` and ``run(args) -> int``; modules are discovered automatically, so a new
 command needs no edit here.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -1,7 +1,9 @@
 """Shared command-line plumbing: user errors become one line on stderr and exit status 2; SIGINT and
 SIGTERM become one line and exit status 128 + signal number (see :mod:`matchzoo.signals`)."""
+
 from __future__ import annotations
 
+import os
 import sys
 from typing import Callable
 
@@ -26,6 +28,9 @@ def guarded(main: Callable[[], int]) -> int:
     except KeyboardInterrupt as interrupt:
         print(f"matchzoo: {_interrupt_line(interrupt)}", file=sys.stderr)
         return signals.exit_status(interrupt)
+    except BrokenPipeError:  # `... | head` closed stdout: not an error of ours; keep Python quiet at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _interrupt_line(interrupt: KeyboardInterrupt) -> str:

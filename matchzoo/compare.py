@@ -16,6 +16,7 @@ run), ``comparison.csv``, ``stability_vs_fdrk.png`` (one labelled point per run,
 colour = objective, marker = train space) and ``fdrk_over_steps.png``. Runs still RUNNING or FAILED are
 listed with their status (and whatever metrics they logged) but only runs with both numbers are plotted.
 """
+
 from __future__ import annotations
 
 import csv
@@ -55,7 +56,7 @@ class RunSummary:
 
     def stability(self, which: str = "final") -> Optional[float]:
         values = self.final if which == "final" else self.mean
-        logged = {k[len(STABILITY):]: v for k, v in values.items() if k.startswith(STABILITY)}
+        logged = {k[len(STABILITY) :]: v for k, v in values.items() if k.startswith(STABILITY)}
         known = [s for s in self.train_spaces if s != "?"]
         chosen = [logged[s] for s in known if s in logged] if known else list(logged.values())
         return sum(chosen) / len(chosen) if chosen else None
@@ -74,7 +75,10 @@ def collect_runs(client, experiment: Optional[str] = None, sweep: Optional[str] 
     if experiment is not None:
         ids = [i for i, name in experiments.items() if name == experiment]
         if not ids:
-            raise MatchzooError(f"no MLflow experiment named {experiment!r}; known: {', '.join(sorted(experiments.values())) or '(none)'}")
+            raise MatchzooError(
+                f"no MLflow experiment named {experiment!r}; "
+                f"known: {', '.join(sorted(experiments.values())) or '(none)'}"
+            )
     else:
         ids = list(experiments)
     if sweep is not None and "'" in sweep:
@@ -83,8 +87,12 @@ def collect_runs(client, experiment: Optional[str] = None, sweep: Optional[str] 
     runs = search_all_runs(client, ids, query)
     summaries = [_summarize(client, run, experiments) for run in runs if run.data.tags.get(ROLE_TAG) != SUMMARY_ROLE]
     if not summaries:
-        where = " and ".join(x for x in (experiment and f"experiment {experiment!r}", sweep and f"sweep {sweep!r}") if x)
-        raise MatchzooError(f"no runs found{' for ' + where if where else ''} in the MLflow store; run an experiment or a sweep first")
+        where = " and ".join(
+            x for x in (experiment and f"experiment {experiment!r}", sweep and f"sweep {sweep!r}") if x
+        )
+        raise MatchzooError(
+            f"no runs found{' for ' + where if where else ''} in the MLflow store; run an experiment or a sweep first"
+        )
     return sorted(summaries, key=lambda r: (r.objective, r.train_space, r.run_name))
 
 
@@ -92,10 +100,14 @@ def _summarize(client, run, experiments: dict) -> RunSummary:
     tags = run.data.tags
     evaluation = {k: float(v) for k, v in run.data.metrics.items() if k.startswith(keys.EVAL_PREFIX)}
     summary = RunSummary(
-        run_id=run.info.run_id, run_name=run.info.run_name or run.info.run_id[:8],
-        experiment=experiments.get(run.info.experiment_id, run.info.experiment_id), status=run.info.status,
-        objective=tags.get(keys.OBJECTIVE_TAG, "?"), train_space=tags.get(keys.TRAIN_SPACE_TAG, "?"),
-        sweep=tags.get(SWEEP_TAG, ""), final=keys.upgrade_metrics(evaluation, tags),
+        run_id=run.info.run_id,
+        run_name=run.info.run_name or run.info.run_id[:8],
+        experiment=experiments.get(run.info.experiment_id, run.info.experiment_id),
+        status=run.info.status,
+        objective=tags.get(keys.OBJECTIVE_TAG, "?"),
+        train_space=tags.get(keys.TRAIN_SPACE_TAG, "?"),
+        sweep=tags.get(SWEEP_TAG, ""),
+        final=keys.upgrade_metrics(evaluation, tags),
     )
     for key in summary.final:
         if key == FDRK or key.startswith(STABILITY):
@@ -111,7 +123,7 @@ def _summarize(client, run, experiments: dict) -> RunSummary:
 
 
 def spaces_of(runs: Sequence[RunSummary], prefix: str) -> list[str]:
-    return sorted({k[len(prefix):] for r in runs for k in r.final if k.startswith(prefix)})
+    return sorted({k[len(prefix) :] for r in runs for k in r.final if k.startswith(prefix)})
 
 
 def table_rows(runs: Sequence[RunSummary]) -> list[dict[str, object]]:
@@ -121,12 +133,17 @@ def table_rows(runs: Sequence[RunSummary]) -> list[dict[str, object]]:
     rows = []
     for run in runs:
         row: dict[str, object] = {
-            "objective": run.objective, "train_space": run.train_space, "status": run.status, "step": run.last_step,
-            "fdr_k": run.final.get(FDRK), "fdr_k_mean": run.mean.get(FDRK),
-            "stability": run.stability("final"), "stability_mean": run.stability("mean"),
+            "objective": run.objective,
+            "train_space": run.train_space,
+            "status": run.status,
+            "step": run.last_step,
+            "fdr_k": run.final.get(FDRK),
+            "fdr_k_mean": run.mean.get(FDRK),
+            "stability": run.stability("final"),
+            "stability_mean": run.stability("mean"),
         }
         for space in eval_spaces:
-            row.update({prefix[len(keys.EVAL_PREFIX):] + space: run.final.get(prefix + space) for prefix in PER_SPACE})
+            row.update({prefix[len(keys.EVAL_PREFIX) :] + space: run.final.get(prefix + space) for prefix in PER_SPACE})
         for space in stability_spaces:
             row[f"stability/{space}"] = run.final.get(STABILITY + space)
             row[f"stability_mean/{space}"] = run.mean.get(STABILITY + space)
@@ -151,8 +168,18 @@ def markdown_table(runs: Sequence[RunSummary]) -> str:
     header += [f"FD {space}" for space in fd_spaces] + ["run"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for run, row in zip(runs, table_rows(runs)):
-        cells = [row["objective"], row["train_space"], row["status"], row["step"], row["fdr_k"], row["fdr_k_mean"],
-                 row["stability"], row["stability_mean"], *[row[f"fd/{s}"] for s in fd_spaces], run.run_name]
+        cells = [
+            row["objective"],
+            row["train_space"],
+            row["status"],
+            row["step"],
+            row["fdr_k"],
+            row["fdr_k_mean"],
+            row["stability"],
+            row["stability_mean"],
+            *[row[f"fd/{s}"] for s in fd_spaces],
+            run.run_name,
+        ]
         lines.append("| " + " | ".join(_number(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -204,7 +231,10 @@ def _styles(runs: Sequence[RunSummary]) -> tuple[dict[str, object], dict[str, st
     colours = matplotlib.colormaps["tab10"]
     objectives = sorted({r.objective for r in runs})
     spaces = sorted({r.train_space for r in runs})
-    return ({o: colours(i % 10) for i, o in enumerate(objectives)}, {s: MARKERS[i % len(MARKERS)] for i, s in enumerate(spaces)})
+    return (
+        {o: colours(i % 10) for i, o in enumerate(objectives)},
+        {s: MARKERS[i % len(MARKERS)] for i, s in enumerate(spaces)},
+    )
 
 
 def _status_label(run: RunSummary) -> str:
@@ -224,19 +254,27 @@ def plot_stability_vs_fdrk(runs: Sequence[RunSummary], path: Path, title: str) -
     points = [(r, x, y) for r, x, y in points if x is not None and y is not None]
     fig, ax = plt.subplots(figsize=(7.5, 5.5))
     for index, (run, x, y) in enumerate(sorted(points, key=lambda point: point[2])):
-        ax.scatter(x, y, c=[colour[run.objective]], marker=marker[run.train_space], s=70, edgecolors="black", linewidths=0.5)
-        ax.annotate(_status_label(run), (x, y), textcoords="offset points",
-                    xytext=(5, 4 if index % 2 == 0 else -10), fontsize=7)  # alternate so neighbours do not overlap
+        ax.scatter(
+            x, y, c=[colour[run.objective]], marker=marker[run.train_space], s=70, edgecolors="black", linewidths=0.5
+        )
+        ax.annotate(
+            _status_label(run), (x, y), textcoords="offset points", xytext=(5, 4 if index % 2 == 0 else -10), fontsize=7
+        )  # alternate so neighbours do not overlap
     ax.set_yscale("log")  # FDr^k is a ratio (> 0): equal factors look equal, and the line at 1 stays in view
     ax.axhline(1.0, color="grey", linestyle=":", linewidth=1)  # FDr^k = 1: as close as held-out real data
     ax.set_xlabel("matching stability in the train space (mean pairwise gradient cosine; 1 = sample-independent)")
     ax.set_ylabel("FDr^k (final; 1 = held-out real data)")
     ax.set_title(title)
     handles = [Line2D([], [], linestyle="", marker="o", color=c, label=o) for o, c in colour.items()]
-    handles += [Line2D([], [], linestyle="", marker=m, color="black", markerfacecolor="none", label=s) for s, m in marker.items()]
+    handles += [
+        Line2D([], [], linestyle="", marker=m, color="black", markerfacecolor="none", label=s)
+        for s, m in marker.items()
+    ]
     ax.legend(handles=handles, fontsize=7, loc="best", title="objective / train space", title_fontsize=7)
     if not points:
-        ax.text(0.5, 0.5, "no run has logged both FDr^k and stability yet", ha="center", va="center", transform=ax.transAxes)
+        ax.text(
+            0.5, 0.5, "no run has logged both FDr^k and stability yet", ha="center", va="center", transform=ax.transAxes
+        )
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
@@ -255,8 +293,15 @@ def plot_fdrk_over_steps(runs: Sequence[RunSummary], path: Path, title: str) -> 
     fig, ax = plt.subplots(figsize=(7.5, 5.0))
     for run in drawn:
         steps, values = zip(*run.fdrk_history)
-        ax.plot(steps, values, color=colour[run.objective], marker=marker[run.train_space], markersize=4,
-                linewidth=1.2, label=_status_label(run))
+        ax.plot(
+            steps,
+            values,
+            color=colour[run.objective],
+            marker=marker[run.train_space],
+            markersize=4,
+            linewidth=1.2,
+            label=_status_label(run),
+        )
     ax.set_yscale("log")
     ax.axhline(1.0, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("training step")
@@ -281,16 +326,29 @@ class Report:
     summary_run_id: Optional[str] = None
 
 
-def compare(client, experiment: Optional[str] = None, sweep: Optional[str] = None, out_dir: Optional[Path] = None,
-            log_summary: bool = True) -> Report:
+def compare(
+    client,
+    experiment: Optional[str] = None,
+    sweep: Optional[str] = None,
+    out_dir: Optional[Path] = None,
+    log_summary: bool = True,
+) -> Report:
     """Collect runs, write the table (Markdown, CSV) and both plots, and log them to a summary run."""
     runs = collect_runs(client, experiment, sweep)
     subject = sweep or experiment or "all runs"
     out_dir = output_folder(Path(out_dir or Path("runs") / "compare" / _slug(subject)))
-    markdown = ("FDr^k (final; matching stability in brackets), objective x train space:\n\n" + pivot_table(runs)
-                + "\nEvery run:\n\n" + markdown_table(runs))
-    files = {"markdown": out_dir / "comparison.md", "csv": out_dir / "comparison.csv",
-             "scatter": out_dir / "stability_vs_fdrk.png", "curves": out_dir / "fdrk_over_steps.png"}
+    markdown = (
+        "FDr^k (final; matching stability in brackets), objective x train space:\n\n"
+        + pivot_table(runs)
+        + "\nEvery run:\n\n"
+        + markdown_table(runs)
+    )
+    files = {
+        "markdown": out_dir / "comparison.md",
+        "csv": out_dir / "comparison.csv",
+        "scatter": out_dir / "stability_vs_fdrk.png",
+        "curves": out_dir / "fdrk_over_steps.png",
+    }
     files["markdown"].write_text(f"# Comparison: {subject}\n\n{markdown}")
     write_csv(runs, files["csv"])
     plot_stability_vs_fdrk(runs, files["scatter"], f"matching stability vs FDr^k: {subject}")
@@ -311,7 +369,9 @@ def output_folder(path: Path) -> Path:
     return path
 
 
-def log_summary_run(client, runs: Sequence[RunSummary], files: dict[str, Path], subject: str, sweep: Optional[str]) -> str:
+def log_summary_run(
+    client, runs: Sequence[RunSummary], files: dict[str, Path], subject: str, sweep: Optional[str]
+) -> str:
     """A FINISHED run (tag ``matchzoo.role = summary``) holding the table and plots as artifacts."""
     names = {r.experiment for r in runs}
     experiment_name = names.pop() if len(names) == 1 else "compare"

@@ -12,6 +12,7 @@ Scopes follow gin's rule: a binding ``a/x.p`` applies wherever ``x`` is called w
 rule before anything is built to refuse overrides that every call site shadows with a more specific
 binding (``term.objective`` when the experiment sets ``ssl/term.objective`` and ``px/term.objective``).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -110,8 +111,9 @@ def statements(text: str, source: str) -> list:
     try:
         return list(config_parser.ConfigParser(text, TextDelegate()))
     except SyntaxError as error:
-        raise MatchzooError(f"{source}: gin syntax error: {error.msg} "
-                            f"(line {error.lineno}: {str(error.text).strip()!r})") from None
+        raise MatchzooError(
+            f"{source}: gin syntax error: {error.msg} (line {error.lineno}: {str(error.text).strip()!r})"
+        ) from None
     except tokenize.TokenError as error:  # unbalanced brackets reach the tokenizer first
         raise MatchzooError(f"{source}: gin syntax error: {error.args[0]}") from None
 
@@ -130,8 +132,10 @@ def read_gin_text(path: Path) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise MatchzooError(f"{path}: not UTF-8 text (byte 0x{data[error.start]:02x} at byte offset {error.start}); "
-                            f"save the file as UTF-8") from None
+        raise MatchzooError(
+            f"{path}: not UTF-8 text (byte 0x{data[error.start]:02x} at byte offset {error.start}); "
+            f"save the file as UTF-8"
+        ) from None
 
 
 # ----------------------------------------------------------------------------- the include tree
@@ -174,7 +178,7 @@ def config_tree(files: Sequence[Path]) -> ConfigTree:
 
     def visit(file: Path, chain: tuple[Path, ...]) -> None:
         if file in chain:
-            cycle = " -> ".join(str(f) for f in (*chain[chain.index(file):], file))
+            cycle = " -> ".join(str(f) for f in (*chain[chain.index(file) :], file))
             raise MatchzooError(f"include cycle: {cycle}; remove one of these includes")
         if file not in tree.files:
             tree.files.append(file)
@@ -211,14 +215,18 @@ def _import_modules(tree: ConfigTree) -> None:
             importlib.import_module(statement.module)
         except ImportError as error:
             where = f"{file}:{statement.location.line_num}"
-            raise MatchzooError(f"{where}: cannot import {statement.module!r}: {type(error).__name__}: {error} "
-                                f"(looked next to {file} and on sys.path)") from None
+            raise MatchzooError(
+                f"{where}: cannot import {statement.module!r}: {type(error).__name__}: {error} "
+                f"(looked next to {file} and on sys.path)"
+            ) from None
         except MatchzooError as error:  # e.g. the module registers a name that is already taken
             where = f"{file}:{statement.location.line_num}"
             raise MatchzooError(f"{where}: importing {statement.module!r}: {error}") from None
         except SyntaxError as error:
-            raise MatchzooError(f"{file}:{statement.location.line_num}: cannot import {statement.module!r}: "
-                                f"syntax error in {error.filename}:{error.lineno}: {error.msg}") from None
+            raise MatchzooError(
+                f"{file}:{statement.location.line_num}: cannot import {statement.module!r}: "
+                f"syntax error in {error.filename}:{error.lineno}: {error.msg}"
+            ) from None
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -262,8 +270,10 @@ def _parse_with_gin(files: Sequence[Path], gin_params: Sequence[str]) -> None:
     except ImportError as error:  # an `import` in a --gin_param (the files' imports ran before, in one line)
         raise MatchzooError(f"{describe_gin_error(error)} (looked on sys.path)") from None
     except RecursionError:
-        raise MatchzooError(f"include cycle while parsing {', '.join(map(str, files))} (a file includes itself, "
-                            f"directly or through others); remove one of the includes") from None
+        raise MatchzooError(
+            f"include cycle while parsing {', '.join(map(str, files))} (a file includes itself, "
+            f"directly or through others); remove one of the includes"
+        ) from None
     except (SyntaxError, ValueError, KeyError, TypeError, IOError) as error:
         raise MatchzooError(describe_gin_error(error)) from None
 
@@ -354,13 +364,16 @@ def _scope_text(scope: Scope) -> str:
 
 
 def _starts_with(scope: Scope, prefix: Scope) -> bool:
-    return scope[:len(prefix)] == prefix
+    return scope[: len(prefix)] == prefix
 
 
 def _winning_scope(selector: str, param: str, call: Scope) -> Optional[Scope]:
     """The scope of the binding gin uses for ``selector.param`` when called in scope ``call``."""
-    applicable = [_scope(scope) for (scope, bound), params in gin.config._CONFIG.items()  # pylint: disable=protected-access
-                  if bound == selector and param in params and _starts_with(call, _scope(scope))]
+    applicable = [
+        _scope(scope)
+        for (scope, bound), params in gin.config._CONFIG.items()  # pylint: disable=protected-access
+        if bound == selector and param in params and _starts_with(call, _scope(scope))
+    ]
     return max(applicable, key=len, default=None)
 
 
@@ -437,8 +450,11 @@ def call_scopes() -> dict[str, set[Scope]]:
         changed = False
         for target, references in index.items():
             for scope, caller, param, reference in references:
-                found = {tuple(reference.scopes)} if reference.scopes else {
-                    call for call in sites[caller] if _winning_scope(caller, param, call) == scope}
+                found = (
+                    {tuple(reference.scopes)}
+                    if reference.scopes
+                    else {call for call in sites[caller] if _winning_scope(caller, param, call) == scope}
+                )
                 if not reference.evaluate and not reference.scopes:  # `@x` hands over a callable: code may
                     found.add(())  # call it later, unscoped (`@a/x` enters scope a whenever it is called)
                 if not found <= sites[target]:
@@ -450,8 +466,11 @@ def call_scopes() -> dict[str, set[Scope]]:
 def referenced_configurables() -> list[tuple[str, str]]:
     """``(scope, name)`` of every configurable a binding references, in each scope it will be called in."""
     sites = call_scopes()
-    return [("/".join(scope), selector.split(".")[-1])
-            for selector in _reference_index() for scope in sorted(sites[selector])]
+    return [
+        ("/".join(scope), selector.split(".")[-1])
+        for selector in _reference_index()
+        for scope in sorted(sites[selector])
+    ]
 
 
 @dataclass
@@ -496,9 +515,12 @@ def _dead(statement: config_parser.BindingStatement, sites: dict[str, set[Scope]
     reached = [call for call in calls if _starts_with(call, scope)]
     if not calls or scope in {_winning_scope(selector, param, call) for call in reached}:
         return None
-    return DeadBinding(binding_key(statement), gin_text(statement.value),
-                       _in_config_order([(_winning_scope(selector, param, c), selector) for c in reached], param),
-                       [_scope_text(scope) for scope, _ in _in_config_order([(c, selector) for c in calls])])
+    return DeadBinding(
+        binding_key(statement),
+        gin_text(statement.value),
+        _in_config_order([(_winning_scope(selector, param, c), selector) for c in reached], param),
+        [_scope_text(scope) for scope, _ in _in_config_order([(c, selector) for c in calls])],
+    )
 
 
 def _in_config_order(keys: list[tuple[Scope, str]], param: Optional[str] = None) -> list:

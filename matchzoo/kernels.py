@@ -12,6 +12,7 @@ For rows :math:`x_i` ``(m, D)`` and :math:`y_j` ``(n, D)``:
 Squared distances use :math:`\|x\|^2 + \|y\|^2 - 2x^\top y` (one matrix product) clamped at 0, since round-off
 can make that expansion slightly negative for near-identical rows.
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence, Union
@@ -49,8 +50,9 @@ def gaussian_kernel(x: torch.Tensor, y: torch.Tensor, bandwidths: Union[float, S
     return sum(torch.exp(-d2 / (2.0 * s**2)) for s in sigmas)
 
 
-def polynomial_kernel(x: torch.Tensor, y: torch.Tensor, degree: int = 3, gamma: Optional[float] = None,
-                      coef0: float = 1.0) -> torch.Tensor:
+def polynomial_kernel(
+    x: torch.Tensor, y: torch.Tensor, degree: int = 3, gamma: Optional[float] = None, coef0: float = 1.0
+) -> torch.Tensor:
     """``(γ xᵀy + c₀)^d`` with γ = 1/D unless given."""
     gamma = gamma if gamma is not None else 1.0 / x.shape[1]
     return (gamma * (x @ y.T) + coef0) ** degree

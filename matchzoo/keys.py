@@ -13,6 +13,7 @@ Schema 1 (runs without the :data:`KEY_SCHEMA_TAG` tag) logged FD *to the held-ou
 ``eval/fd/<space>``; :func:`upgrade_metrics` renames it when such runs are read, so one key never carries
 two meanings in a table.
 """
+
 from __future__ import annotations
 
 from typing import Mapping
@@ -70,7 +71,7 @@ def legacy_key(key: str) -> str:
     """The schema-2 name of a schema-1 key (unchanged for every key that did not change)."""
     for old, new in LEGACY_QUANTITIES.items():
         if key.startswith(eval_prefix(old)):
-            return eval_prefix(new) + key[len(eval_prefix(old)):]
+            return eval_prefix(new) + key[len(eval_prefix(old)) :]
     return key
 
 

@@ -31,6 +31,7 @@ direction in the dual form). Along those null directions the first-order change 
 perturbations of the samples, so :class:`_TraceSqrtPSD` uses the pseudo-inverse square root (coefficient
 0 for eigenvalues below a relative tolerance): finite, and exact wherever the function is differentiable.
 """
+
 from __future__ import annotations
 
 import functools
@@ -297,7 +298,11 @@ def frechet_sum(side: Gaussian, reference: Gaussian) -> torch.Tensor:
 
 
 def frechet_distance_from_stats(
-    mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: ArrayLike, factor1: ArrayLike | None = None,
+    mu1: ArrayLike,
+    sigma1: ArrayLike,
+    mu2: ArrayLike,
+    sigma2: ArrayLike,
+    factor1: ArrayLike | None = None,
 ) -> float:
     """Fréchet distance between two Gaussians given their means and covariances (float64, never complex).
 
@@ -315,7 +320,11 @@ def frechet_distance_from_stats(
 
 
 def frechet_distance_checked(
-    mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor, sigma2: torch.Tensor, factor1: torch.Tensor,
+    mu1: torch.Tensor,
+    sigma1: torch.Tensor,
+    mu2: torch.Tensor,
+    sigma2: torch.Tensor,
+    factor1: torch.Tensor,
     factor1_lower: bool | None = None,
 ) -> float:
     """The Fréchet distance from float64 statistics whose shapes and finiteness the caller has checked."""
@@ -355,7 +364,8 @@ def warn_if_few_samples(n: int, dim: int) -> None:
             f"Fréchet distance from n={n} samples in D={dim} dimensions: the covariance has rank <= {n - 1}, so the "
             f"value (exact for the fitted Gaussians, via the n x n dual form) is strongly biased upwards; "
             f"compare only FDs at the same n, or use n >= D samples",
-            FewSamplesWarning, stacklevel=3,
+            FewSamplesWarning,
+            stacklevel=3,
         )
 
 

@@ -4,6 +4,7 @@
 with the same name (gin module ``objectives``), so ``trainer.objective = @sinkhorn()`` works in a .gin
 file as soon as the module defining the class is imported.
 """
+
 from __future__ import annotations
 
 import difflib

@@ -10,6 +10,7 @@ run, and a resume is checked against the checkpoint (same experiment, see :data:
 weights that load) before the MLflow run is touched. Whatever stops a run that has started -- Ctrl-C,
 SIGTERM, a failing store, a NaN -- leaves a status that says so and says which checkpoint is on disk.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,9 @@ def build_settings() -> TrainSettings:
     return config.build(TrainSettings)
 
 
-def run_experiment(gin_files: Sequence[str], gin_params: Sequence[str] = (), tags: Optional[dict] = None,
-                   resume: Optional[str] = None) -> str:
+def run_experiment(
+    gin_files: Sequence[str], gin_params: Sequence[str] = (), tags: Optional[dict] = None, resume: Optional[str] = None
+) -> str:
     """Train one configured experiment; returns the MLflow run id."""
     threads = torch.get_num_threads()  # train.num_threads changes a process-wide setting; give it back
     joined = distributed.current().enabled  # a process group the caller owns is theirs to leave
@@ -54,13 +56,15 @@ def run_experiment(gin_files: Sequence[str], gin_params: Sequence[str] = (), tag
         torch.set_num_threads(threads)
 
 
-def _run_experiment(gin_files: Sequence[str], gin_params: Sequence[str], tags: Optional[dict],
-                    resume: Optional[str]) -> str:
+def _run_experiment(
+    gin_files: Sequence[str], gin_params: Sequence[str], tags: Optional[dict], resume: Optional[str]
+) -> str:
     files = parse(gin_files, gin_params)
     settings = build_settings()
     trainer = Trainer(settings)
-    run_dir = Path(distributed.broadcast_object(str(resume or settings.tracking.run_dir
-                                                    or default_run_dir(settings, files))))
+    run_dir = Path(
+        distributed.broadcast_object(str(resume or settings.tracking.run_dir or default_run_dir(settings, files)))
+    )
     if resume and not (run_dir / checkpoint.FILENAME).is_file():
         raise MatchzooError(f"--resume {resume}: no {checkpoint.FILENAME} there")
     lock = lock_run_dir(run_dir, trainer.dist.is_main)
@@ -89,9 +93,13 @@ class RunConfig:
 
     def checkpoint_fields(self, world_size: int) -> dict:
         """What every checkpoint of the run carries besides the trainer state and the MLflow run id."""
-        return {"operative_config": self.record.operative, "gin_files": [str(f) for f in self.files],
-                "gin_params": self.gin_params, "world_size": world_size,
-                "generator_spec": stored_config.plain_generator_spec(self.record.operative)}
+        return {
+            "operative_config": self.record.operative,
+            "gin_files": [str(f) for f in self.files],
+            "gin_params": self.gin_params,
+            "world_size": world_size,
+            "generator_spec": stored_config.plain_generator_spec(self.record.operative),
+        }
 
 
 def lock_run_dir(run_dir: Path, is_main: bool) -> checkpoint.RunLock:
@@ -119,8 +127,11 @@ def _train(trainer: Trainer, run_config: RunConfig, tags: Optional[dict], run_di
         trainer.load_state_dict(previous)
         steps = settings.optimization.steps
         if trainer.step >= steps:
-            print(f"matchzoo: {run_dir} is already at step {trainer.step} (train.steps = {steps}); nothing to do "
-                  f"(raise train.steps to train longer)", file=sys.stderr)
+            print(
+                f"matchzoo: {run_dir} is already at step {trainer.step} (train.steps = {steps}); nothing to do "
+                f"(raise train.steps to train longer)",
+                file=sys.stderr,
+            )
             return str(previous.get("mlflow_run_id", ""))
     if not trainer.dist.is_main:  # other ranks train; rank 0 alone logs, evaluates and checkpoints
         return _run_worker(trainer)
@@ -134,13 +145,25 @@ def _train(trainer: Trainer, run_config: RunConfig, tags: Optional[dict], run_di
     return tracker.run_id
 
 
-def callbacks(settings: TrainSettings, tracker: Tracker, run_dir: Path, fields: dict, previous: Optional[dict],
-              step: int) -> tuple[Checkpointer, Evaluator, MetricLogger]:
+def callbacks(
+    settings: TrainSettings, tracker: Tracker, run_dir: Path, fields: dict, previous: Optional[dict], step: int
+) -> tuple[Checkpointer, Evaluator, MetricLogger]:
     schedule = settings.schedule
-    checkpointer = Checkpointer(run_dir / checkpoint.FILENAME, schedule.checkpoint_every, fields, tracker,
-                                saved_step=step if previous is not None else None)
-    evaluator = Evaluator(tracker, schedule.eval_every, schedule.eval_samples, settings.setup.seed,
-                          schedule.stability_every, schedule.stability_resamples)
+    checkpointer = Checkpointer(
+        run_dir / checkpoint.FILENAME,
+        schedule.checkpoint_every,
+        fields,
+        tracker,
+        saved_step=step if previous is not None else None,
+    )
+    evaluator = Evaluator(
+        tracker,
+        schedule.eval_every,
+        schedule.eval_samples,
+        settings.setup.seed,
+        schedule.stability_every,
+        schedule.stability_resamples,
+    )
     return checkpointer, evaluator, MetricLogger(tracker, schedule.log_every)
 
 
@@ -157,16 +180,31 @@ def run_tags(settings: TrainSettings, files: list[Path], run_dir: Path, extra: O
     }
 
 
-def start_tracking(settings: TrainSettings, tags: dict[str, str], run_dir: Path, previous: Optional[dict],
-                   changes: dict[str, tuple[str, str]], record: config.Record, step: int) -> Tracker:
+def start_tracking(
+    settings: TrainSettings,
+    tags: dict[str, str],
+    run_dir: Path,
+    previous: Optional[dict],
+    changes: dict[str, tuple[str, str]],
+    record: config.Record,
+    step: int,
+) -> Tracker:
     """A new MLflow run, or the resumed one set RUNNING; if recording the config fails, a resumed run gets
     its earlier status back (this process never trained in it)."""
     names = settings.tracking
-    tracker = Tracker(names.experiment, names.run_name or run_dir.name, tags,
-                      resume_run_id=previous["mlflow_run_id"] if previous else None)
+    tracker = Tracker(
+        names.experiment,
+        names.run_name or run_dir.name,
+        tags,
+        resume_run_id=previous["mlflow_run_id"] if previous else None,
+    )
     try:
         if previous is None:
-            record_config(tracker, record, {keys.OBJECTIVE_TAG: tags[keys.OBJECTIVE_TAG], keys.TRAIN_SPACE_TAG: tags[keys.TRAIN_SPACE_TAG]})
+            record_config(
+                tracker,
+                record,
+                {keys.OBJECTIVE_TAG: tags[keys.OBJECTIVE_TAG], keys.TRAIN_SPACE_TAG: tags[keys.TRAIN_SPACE_TAG]},
+            )
         else:
             print(f"resuming {run_dir} at step {step} (MLflow run {tracker.run_id})", file=sys.stderr)
             record_resume(tracker, changes, record.operative, step)
@@ -191,8 +229,9 @@ def fit(trainer: Trainer, tracker: Tracker, checkpointer: Checkpointer) -> None:
     except KeyboardInterrupt as interrupt:  # Ctrl-C and SIGTERM (matchzoo.signals)
         note = save_regardless(checkpointer, trainer)
         close("KILLED")
-        raise signals.Interrupted(getattr(interrupt, "signum", signal.SIGINT),
-                                  f"interrupted at step {trainer.step}; {note}") from None
+        raise signals.Interrupted(
+            getattr(interrupt, "signum", signal.SIGINT), f"interrupted at step {trainer.step}; {note}"
+        ) from None
     except TrackingError as error:  # the store broke mid-run: keep the training, report the store
         note = save_regardless(checkpointer, trainer)
         close("FAILED")
@@ -230,9 +269,23 @@ def _run_worker(trainer: Trainer) -> str:
     return ""
 
 
-RESUMABLE_CHANGES = frozenset(f"train.{name}" for name in (
-    "steps", "progress", "num_threads", "device", "eval_every", "log_every", "checkpoint_every", "stability_every",
-    "feature_batch_size", "compile_spaces", "tf32", "run_name"))
+RESUMABLE_CHANGES = frozenset(
+    f"train.{name}"
+    for name in (
+        "steps",
+        "progress",
+        "num_threads",
+        "device",
+        "eval_every",
+        "log_every",
+        "checkpoint_every",
+        "stability_every",
+        "feature_batch_size",
+        "compile_spaces",
+        "tf32",
+        "run_name",
+    )
+)
 NOT_A_CHANGE = frozenset({"train.run_dir"})  # --resume names the folder; the binding is moot then
 
 
@@ -245,21 +298,28 @@ def resume_changes(previous: dict, operative: str, run_dir: Path) -> dict[str, t
     stored = stored_config.config_entries(stored_text, f"checkpoint {run_dir / checkpoint.FILENAME}")
     current = stored_config.config_entries(operative, "this config")
     missing = object()
-    differing = {key: (stored.get(key, missing), current.get(key, missing))
-                 for key in sorted((stored.keys() | current.keys()) - NOT_A_CHANGE)
-                 if comparable(key, stored.get(key, missing), missing)
-                 != comparable(key, current.get(key, missing), missing)}
-    text = {key: tuple("(unset)" if v is missing else config.gin_text(v) for v in values)
-            for key, values in differing.items()}
+    differing = {
+        key: (stored.get(key, missing), current.get(key, missing))
+        for key in sorted((stored.keys() | current.keys()) - NOT_A_CHANGE)
+        if comparable(key, stored.get(key, missing), missing) != comparable(key, current.get(key, missing), missing)
+    }
+    text = {
+        key: tuple("(unset)" if v is missing else config.gin_text(v) for v in values)
+        for key, values in differing.items()
+    }
     # changed values first, then what only the checkpoint has, then what only this config has
-    refused = sorted((key for key in text if key not in RESUMABLE_CHANGES),
-                     key=lambda key: (differing[key][0] is missing) * 2 + (differing[key][1] is missing))
+    refused = sorted(
+        (key for key in text if key not in RESUMABLE_CHANGES),
+        key=lambda key: (differing[key][0] is missing) * 2 + (differing[key][1] is missing),
+    )
     if refused:
         shown = ", ".join(f"{key} ({text[key][0]} -> {text[key][1]})" for key in refused[:5])
         more = f" and {len(refused) - 5} more" if len(refused) > 5 else ""
-        raise MatchzooError(f"--resume {run_dir}: this config differs from the checkpoint's in {shown}{more}; resume "
-                            f"with the config the run started with (only train.steps, the eval/log/checkpoint cadence, "
-                            f"the device and the like may change), or start a new run instead")
+        raise MatchzooError(
+            f"--resume {run_dir}: this config differs from the checkpoint's in {shown}{more}; resume "
+            f"with the config the run started with (only train.steps, the eval/log/checkpoint cadence, "
+            f"the device and the like may change), or start a new run instead"
+        )
     return text
 
 
@@ -307,8 +367,10 @@ def record_config(tracker: Tracker, record: config.Record, summary: dict[str, st
     tracker.log_params({**record.bindings, **summary_params(summary)})
     unused = record.unused
     if unused:
-        message = (f"these bindings were never used (typo, component not in this experiment, or shadowed by a "
-                   f"scoped binding?): {', '.join(unused)}")
+        message = (
+            f"these bindings were never used (typo, component not in this experiment, or shadowed by a "
+            f"scoped binding?): {', '.join(unused)}"
+        )
         print(f"matchzoo: warning: {message}", file=sys.stderr)
         tracker.set_tags({keys.UNUSED_BINDINGS_TAG: ", ".join(unused)[:5000]})
 
@@ -327,8 +389,13 @@ def summarize(evaluator: Evaluator, run_id: str, run_dir: Path) -> None:
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gin", action="append", required=True, metavar="FILE", help="gin config file (repeatable)")
-    parser.add_argument("--gin_param", action="append", default=[], metavar="BINDING",
-                        help="extra binding, e.g. 'train.steps=200' (repeatable)")
+    parser.add_argument(
+        "--gin_param",
+        action="append",
+        default=[],
+        metavar="BINDING",
+        help="extra binding, e.g. 'train.steps=200' (repeatable)",
+    )
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run whose checkpoint is in RUN_DIR")
 
 

@@ -8,6 +8,7 @@ Ctrl-C or a scheduler's follow-up SIGTERM cannot cut a checkpoint write short (S
 the atomic write then keeps the previous checkpoint). Inside :func:`deferred` (one training step) a
 signal waits for the block to end.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -7,6 +7,7 @@ the generator is rebuilt from a name in matchzoo's generator registry with liter
 (:func:`load_generator`). This lives outside ``train/`` because it needs the gin layer (:mod:`matchzoo.config`),
 which the trainer never imports.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -46,15 +47,19 @@ def stored_bindings(text: str, source: str) -> dict[str, Any]:
     bindings: dict[str, Any] = {}
     for statement in config.statements(text, source):
         if not isinstance(statement, config_parser.BindingStatement):
-            raise MatchzooError(f"{source}: its stored config {_describe_statement(statement)}; stored configs are "
-                                f"data and are never executed, so this checkpoint cannot be read (only plain "
-                                f"bindings are accepted)")
+            raise MatchzooError(
+                f"{source}: its stored config {_describe_statement(statement)}; stored configs are "
+                f"data and are never executed, so this checkpoint cannot be read (only plain "
+                f"bindings are accepted)"
+            )
         named = [statement.selector] if statement.arg_name else []  # no argument: a macro definition
         for name in named + [reference.name for reference in _references(statement.value)]:
             if name.split("/")[-1].split(".")[-1] not in known:
-                raise MatchzooError(f"{source}: its stored config refers to {name!r}, which matchzoo has not "
-                                    f"registered; "
-                                    f"stored configs are data and are never executed")
+                raise MatchzooError(
+                    f"{source}: its stored config refers to {name!r}, which matchzoo has not "
+                    f"registered; "
+                    f"stored configs are data and are never executed"
+                )
         bindings[_binding_key(statement)] = statement.value
     return bindings
 
@@ -93,7 +98,7 @@ def generator_spec(bindings: dict[str, Any], source: str) -> dict[str, Any]:
         raise MatchzooError(f"{source}: its stored config binds no generator (train.generator = @name)")
     scope, _, name = reference.name.rpartition("/")
     prefix = f"{scope}/{name}." if scope else f"{name}."
-    kwargs = {key[len(prefix):]: value for key, value in bindings.items() if key.startswith(prefix)}
+    kwargs = {key[len(prefix) :]: value for key, value in bindings.items() if key.startswith(prefix)}
     kwargs = {key: _resolve_macros(value, bindings) for key, value in kwargs.items()}
     return {"name": name.split(".")[-1], "kwargs": kwargs}
 
@@ -125,9 +130,11 @@ def build_generator(spec: Any, source: str):
         raise MatchzooError(f"{source}: {unknown}; import the module that registers it")
     bad = [key for key, value in spec["kwargs"].items() if not (isinstance(key, str) and _is_plain(value))]
     if bad:
-        raise MatchzooError(f"{source}: generator {spec['name']!r} argument(s) {', '.join(map(str, bad))} are not "
-                            f"plain "
-                            f"values (numbers, strings, lists); it cannot be rebuilt from the checkpoint alone")
+        raise MatchzooError(
+            f"{source}: generator {spec['name']!r} argument(s) {', '.join(map(str, bad))} are not "
+            f"plain "
+            f"values (numbers, strings, lists); it cannot be rebuilt from the checkpoint alone"
+        )
     try:
         return GENERATORS.get(spec["name"])(**spec["kwargs"])
     except (TypeError, ValueError) as error:
@@ -150,5 +157,3 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu", ema: bo
         reason = str(error).splitlines()[0]
         raise MatchzooError(f"{source}: its weights do not fit generator {spec['name']!r}: {reason}") from None
     return generator.to(device).eval()
-
-

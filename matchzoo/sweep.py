@@ -30,6 +30,7 @@ params, not tags; see :mod:`matchzoo.tracking`). Running a sweep again skips cel
 FINISHED run, so an interrupted sweep resumes; a cell that raises is recorded as a FAILED run with tag
 ``sweep_error`` and the sweep goes on.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -44,6 +45,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from gin import config_parser
+
 from matchzoo import config
 from matchzoo.errors import MatchzooError
 from matchzoo.keys import CELL_TAG, ERROR_TAG, LABEL_TAG, OBJECTIVE_TAG, RUN_NAME_TAG, SWEEP_TAG, TRAIN_SPACE_TAG
@@ -57,7 +59,12 @@ SPEC_KEYS = ("name", "experiments", "gin_params", "grid", "experiment")
 
 # the text-level gin helpers live with every other gin call in matchzoo.config; kept importable from here
 TextDelegate, GinReference, GinMacro, gin_text, binding_key = (
-    config.TextDelegate, config.GinReference, config.GinMacro, config.gin_text, config.binding_key)
+    config.TextDelegate,
+    config.GinReference,
+    config.GinMacro,
+    config.gin_text,
+    config.binding_key,
+)
 _TextDelegate = TextDelegate
 
 
@@ -74,7 +81,9 @@ def parse_grid_arg(arg: str) -> tuple[str, list[str]]:
     """``'term.objective=[@fd(), @sinkhorn()]'`` -> ``('term.objective', ['@fd()', '@sinkhorn()'])``."""
     statements = parse_statements(arg, f"--grid {arg!r}")
     if len(statements) != 1 or not isinstance(statements[0].value, list) or not statements[0].value:
-        raise MatchzooError(f"--grid {arg!r}: expected one binding to a non-empty list, e.g. 'term.objective=[@fd(), @sinkhorn()]'")
+        raise MatchzooError(
+            f"--grid {arg!r}: expected one binding to a non-empty list, e.g. 'term.objective=[@fd(), @sinkhorn()]'"
+        )
     return binding_key(statements[0]), [gin_text(v) for v in statements[0].value]
 
 
@@ -108,7 +117,8 @@ class Cell:
         return " ".join(parts)
 
     def tag_values(self) -> dict[str, str]:
-        """``objective``/``train_space`` guesses from the bindings, for runs that failed before the trainer tagged them."""
+        """``objective``/``train_space`` guesses from the bindings, for runs that failed before the trainer
+        tagged them."""
         tags = {}
         for key, value in self.bindings:
             match = re.fullmatch(r"@(?:[\w./]*/)?(\w+)(?:\(\))?", value)
@@ -122,8 +132,10 @@ class Cell:
 
 def is_sweep_file(path: Path) -> bool:
     """A file with ``sweep.*`` bindings; anything else (includes and imports too) is an experiment."""
-    return any(isinstance(s, config_parser.BindingStatement) and s.selector == "sweep" and not s.scope
-               for s in config.statements(config.read_gin_text(path), str(path)))
+    return any(
+        isinstance(s, config_parser.BindingStatement) and s.selector == "sweep" and not s.scope
+        for s in config.statements(config.read_gin_text(path), str(path))
+    )
 
 
 def load_sweep_file(path: Path) -> SweepSpec:
@@ -163,8 +175,13 @@ def _resolve_relative(name: str, base: Path) -> Path:
     return resolve_config_file(name)
 
 
-def build_spec(gin_files: Sequence[str], grid_args: Sequence[str], gin_params: Sequence[str],
-               name: Optional[str], experiment: Optional[str]) -> SweepSpec:
+def build_spec(
+    gin_files: Sequence[str],
+    grid_args: Sequence[str],
+    gin_params: Sequence[str],
+    name: Optional[str],
+    experiment: Optional[str],
+) -> SweepSpec:
     """Command-line arguments -> spec. A ``--gin`` file with ``sweep.*`` bindings is a sweep file."""
     from matchzoo.config import resolve_config_file
 
@@ -207,9 +224,13 @@ def expand(spec: SweepSpec) -> list[Cell]:
             bindings = tuple((key, value) for (key, _), value in zip(axes, combo))
             params = tuple(fixed + [f"{key} = {value}" for key, value in bindings])
             # the file's name and content, not its absolute path: a moved checkout keeps its cell ids
-            payload = json.dumps({"file": Path(experiment_file).name, "content": hashlib.sha256(content).hexdigest(),
-                                  "params": params}, sort_keys=True)
-            cells.append(Cell(str(experiment_file), bindings, params, hashlib.sha256(payload.encode()).hexdigest()[:12]))
+            payload = json.dumps(
+                {"file": Path(experiment_file).name, "content": hashlib.sha256(content).hexdigest(), "params": params},
+                sort_keys=True,
+            )
+            cells.append(
+                Cell(str(experiment_file), bindings, params, hashlib.sha256(payload.encode()).hexdigest()[:12])
+            )
     return cells
 
 
@@ -232,8 +253,10 @@ def refuse_no_op_cells(spec: SweepSpec, cells: Sequence[Cell]) -> None:
     for key, values in spec.grid.items():
         repeated = sorted({value for value in values if values.count(value) > 1})
         if repeated:
-            raise MatchzooError(f"{spec.axis_source(key)}: {', '.join(repeated)} appears more than once; "
-                                f"those cells would be the same run")
+            raise MatchzooError(
+                f"{spec.axis_source(key)}: {', '.join(repeated)} appears more than once; "
+                f"those cells would be the same run"
+            )
     for cell in cells:
         _refuse_dead_bindings(spec, cell)
 
@@ -290,7 +313,9 @@ class SweepResult:
     failed: list[str] = field(default_factory=list)  # cell labels
 
 
-def run_sweep(spec: SweepSpec, runner: Optional[Runner] = None, client=None, log: Callable[[str], None] = print) -> SweepResult:
+def run_sweep(
+    spec: SweepSpec, runner: Optional[Runner] = None, client=None, log: Callable[[str], None] = print
+) -> SweepResult:
     """Run every cell not yet FINISHED, sequentially; failures are recorded and do not stop the sweep."""
     client = client or make_client()
     runner = runner or _default_runner
@@ -353,8 +378,9 @@ def record_failure(client, cell: Cell, tags: dict, message: str, started_ms: int
     else:
         found = client.get_experiment_by_name(experiment_name)
         experiment_id = found.experiment_id if found else client.create_experiment(experiment_name)
-        run_id = client.create_run(experiment_id, run_name=f"failed {cell.label}"[:250],
-                                   tags={**cell.tag_values(), **tags}).info.run_id
+        run_id = client.create_run(
+            experiment_id, run_name=f"failed {cell.label}"[:250], tags={**cell.tag_values(), **tags}
+        ).info.run_id
         client.set_terminated(run_id, status="FAILED")
     client.set_tag(run_id, ERROR_TAG, message[:5000])
     return run_id

@@ -22,6 +22,7 @@ Objectives (``objective(fake, real) -> LossOutput``, see :mod:`matchzoo.objectiv
 Feature spaces: frozen (eval mode even after ``.train()``, no parameter gradients), ``(N, dim)`` finite
 features, gradients reach the input images, a fingerprint that is the same for two equal instances.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -63,7 +64,9 @@ def loss_of(name: str, fake: torch.Tensor, real: torch.Tensor, seed: int = 1) ->
     return objective(fake, real).loss
 
 
-def clouds(batch: int, dim: int, dtype: torch.dtype = torch.float64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def clouds(
+    batch: int, dim: int, dtype: torch.dtype = torch.float64, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Two independent standard-normal draws ``(fake, real)``, each ``(batch, dim)``."""
     generator = torch.Generator().manual_seed(seed)
     real = torch.randn(batch, dim, generator=generator, dtype=dtype)
@@ -90,7 +93,8 @@ def check_permutation_invariant(name: str, batch: int, dim: int) -> None:
     before = loss_of(name, fake, real).item()
     after = loss_of(name, fake[perm_fake], real[perm_real]).item()
     assert math.isclose(after, before, rel_tol=1e-6, abs_tol=1e-9), (
-        f"{name}: reordering the samples changed the loss from {before} to {after}")
+        f"{name}: reordering the samples changed the loss from {before} to {after}"
+    )
 
 
 def check_divergence_zero_on_identical_and_decreasing_with_shift(name: str, batch: int, dim: int) -> None:
@@ -100,9 +104,12 @@ def check_divergence_zero_on_identical_and_decreasing_with_shift(name: str, batc
     values = [loss_of(name, sample * (1 + s / 3) + s * direction, real).item() for s in (3.0, 2.0, 1.0)]
     at_zero = loss_of(name, real.clone(), real).item()
     assert values[0] > values[1] > values[2] > max(at_zero, 0.0), (
-        f"{name}: expected loss(shift 3) > loss(2) > loss(1) > loss(identical) >= 0, got {values} and {at_zero}")
+        f"{name}: expected loss(shift 3) > loss(2) > loss(1) > loss(identical) >= 0, got {values} and {at_zero}"
+    )
     # unbiased estimators (mmd's U-statistic) are slightly negative on identical samples: small and minimal
-    assert abs(at_zero) < 0.25 * values[0], f"{name}: loss on identical inputs {at_zero} is not small next to {values[0]}"
+    assert abs(at_zero) < 0.25 * values[0], (
+        f"{name}: loss on identical inputs {at_zero} is not small next to {values[0]}"
+    )
 
 
 def check_surrogate_gradient_moves_fake_toward_real(name: str) -> None:
@@ -177,10 +184,20 @@ def check_space_fingerprint_is_stable(name: str) -> None:
 
 def pytest_addoption(parser) -> None:
     group = parser.getgroup("matchzoo", "matchzoo contract tests")
-    group.addoption("--matchzoo-import", action="append", default=[], metavar="MODULE",
-                    help="import MODULE (it registers your objectives/spaces), then run the contract tests (repeatable)")
-    group.addoption("--matchzoo-only", action="append", default=[], metavar="NAME",
-                    help="run the contract tests only for these registered objectives/spaces (repeatable)")
+    group.addoption(
+        "--matchzoo-import",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE (it registers your objectives/spaces), then run the contract tests (repeatable)",
+    )
+    group.addoption(
+        "--matchzoo-only",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run the contract tests only for these registered objectives/spaces (repeatable)",
+    )
 
 
 def pytest_configure(config) -> None:
@@ -236,13 +253,15 @@ def pytest_generate_tests(metafunc) -> None:
         return
     metafunc._matchzoo_parametrized = True
     objectives, spaces = selected_objectives(metafunc.config), selected_spaces(metafunc.config)
-    values = {"matchzoo_objective": (objectives, None),
-              "matchzoo_divergence": ([n for n in objectives if is_divergence(n)], None),
-              "matchzoo_surrogate": ([n for n in objectives if is_surrogate(n)], None),
-              "matchzoo_space": (spaces, None),
-              "dtype_shape": ([(d, b, n) for d in DTYPES for b, n in SHAPES], _shape_id),
-              "shape": (SHAPES, _shape_id),
-              "divergence_shape": (DIVERGENCE_SHAPES, _shape_id)}
+    values = {
+        "matchzoo_objective": (objectives, None),
+        "matchzoo_divergence": ([n for n in objectives if is_divergence(n)], None),
+        "matchzoo_surrogate": ([n for n in objectives if is_surrogate(n)], None),
+        "matchzoo_space": (spaces, None),
+        "dtype_shape": ([(d, b, n) for d in DTYPES for b, n in SHAPES], _shape_id),
+        "shape": (SHAPES, _shape_id),
+        "divergence_shape": (DIVERGENCE_SHAPES, _shape_id),
+    }
     for argname, (params, ids) in values.items():
         if argname in metafunc.fixturenames:
             metafunc.parametrize(argname, params, ids=ids)

@@ -19,6 +19,7 @@ first key a fresh run logs (its step-0 evaluation) is FDr^k. The plot then opens
 objective | train space | stability | FDr^k, coloured by FDr^k. Every key, tag and param name is in
 :mod:`matchzoo.keys`; new runs carry the tag ``matchzoo.key_schema`` so readers can tell key schemas apart.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -62,7 +63,7 @@ def tracking_uri() -> str:
     so a relative path would keep pointing at the first working directory's database)."""
     uri = os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
+        uri = f"sqlite:///{Path(uri[len('sqlite:///') :]).resolve()}"
     return uri
 
 
@@ -97,12 +98,14 @@ def check_store() -> str:
     if uri.startswith("sqlite:///"):
         db = _sqlite_path(uri)
         if db.exists() and not os.access(db, os.W_OK):
-            raise MatchzooError(f"the MLflow store {db} is read-only; fix its permissions (chmod u+w) or set MLFLOW_TRACKING_URI")
+            raise MatchzooError(
+                f"the MLflow store {db} is read-only; fix its permissions (chmod u+w) or set MLFLOW_TRACKING_URI"
+            )
     return uri
 
 
 def _sqlite_path(uri: str) -> Path:
-    return Path(uri[len("sqlite:///"):])
+    return Path(uri[len("sqlite:///") :])
 
 
 def _reachable_uri() -> str:
@@ -121,7 +124,9 @@ def check_folder(db: Path) -> None:
     except OSError as error:
         raise MatchzooError(f"cannot create the MLflow store folder {db.parent}: {error.strerror}") from None
     if not os.access(db.parent, os.W_OK):
-        raise MatchzooError(f"the MLflow store folder {db.parent} is not writable; fix its permissions or set MLFLOW_TRACKING_URI")
+        raise MatchzooError(
+            f"the MLflow store folder {db.parent} is not writable; fix its permissions or set MLFLOW_TRACKING_URI"
+        )
 
 
 @contextlib.contextmanager
@@ -141,8 +146,10 @@ def check_reachable(uri: str, timeout: float = 2.0) -> None:
         socket.create_connection((parsed.hostname or "localhost", port), timeout=timeout).close()
     except OSError as error:
         reason = error.strerror or type(error).__name__.replace("Error", "").lower() or "no answer"
-        raise MatchzooError(f"MLflow tracking server {uri} is not reachable ({reason}); start it, or unset "
-                            f"MLFLOW_TRACKING_URI to use the local store {DEFAULT_TRACKING_URI}") from None
+        raise MatchzooError(
+            f"MLflow tracking server {uri} is not reachable ({reason}); start it, or unset "
+            f"MLFLOW_TRACKING_URI to use the local store {DEFAULT_TRACKING_URI}"
+        ) from None
 
 
 def search_all_runs(mlflow_client, experiment_ids: list, query: str = "") -> list:
@@ -185,7 +192,9 @@ class Tracker:
     checkpoint fits the config; :meth:`restore` puts its earlier status back if the run then fails before
     training starts."""
 
-    def __init__(self, experiment: str, run_name: Optional[str], tags: dict[str, str], resume_run_id: Optional[str] = None):
+    def __init__(
+        self, experiment: str, run_name: Optional[str], tags: dict[str, str], resume_run_id: Optional[str] = None
+    ):
         self.previous_status: Optional[str] = None
         check_store()
         try:
@@ -196,8 +205,11 @@ class Tracker:
                 self.client.update_run(self.run_id, status="RUNNING")
             else:
                 found = self.client.get_experiment_by_name(experiment)
-                experiment_id = found.experiment_id if found else self.client.create_experiment(
-                    experiment, artifact_location=f"{artifact_root()}/{experiment}")
+                experiment_id = (
+                    found.experiment_id
+                    if found
+                    else self.client.create_experiment(experiment, artifact_location=f"{artifact_root()}/{experiment}")
+                )
                 tags = {**tags, KEY_SCHEMA_TAG: KEY_SCHEMA}
                 self.run_id = self.client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
         except MatchzooError:
@@ -223,7 +235,7 @@ class Tracker:
             existing = self.client.get_run(self.run_id).data.params
             items = [Param(k[:250], str(v)[:6000]) for k, v in params.items() if k[:250] not in existing]
             for start in range(0, len(items), 100):
-                self.client.log_batch(self.run_id, params=items[start:start + 100])
+                self.client.log_batch(self.run_id, params=items[start : start + 100])
 
     def set_tags(self, tags: dict[str, str]) -> None:
         with self._store("setting tags"):
@@ -249,7 +261,7 @@ class Tracker:
             batch = self._pending[:1000]
             with self._store("logging metrics"):
                 self.client.log_batch(self.run_id, metrics=batch)
-            del self._pending[:len(batch)]
+            del self._pending[: len(batch)]
 
     def log_artifact(self, path: str | Path, artifact_path: Optional[str] = None) -> None:
         with self._store(f"storing artifact {Path(path).name}"):

@@ -5,6 +5,7 @@ A value is checked where it is declared, and the message names the binding or op
 integer, got -5')``. The same checks back argparse options through :func:`option`, so
 ``--draws 0`` and ``probe.draws = 0`` are refused with the same words.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,14 @@ def non_negative_int(name: str, value: Any, maximum: Optional[int] = None) -> in
     return integer(name, value, 0, maximum)
 
 
-def real(name: str, value: Any, minimum: Optional[float] = None, maximum: Optional[float] = None,
-         strict_minimum: bool = False, strict_maximum: bool = False) -> float:
+def real(
+    name: str,
+    value: Any,
+    minimum: Optional[float] = None,
+    maximum: Optional[float] = None,
+    strict_minimum: bool = False,
+    strict_maximum: bool = False,
+) -> float:
     """A finite real number in the given range (``strict_*`` excludes the bound itself)."""
     if not _is_real(value):
         raise MatchzooError(f"{name} must be a number, got {value!r}")
@@ -108,8 +115,10 @@ def instances(name: str, values: Any, kind: type, what: str, example: str) -> li
         raise MatchzooError(f"{name} must be a list of {what} such as {example}, got {_describe(values)}")
     for item in values:
         if isinstance(item, str):
-            raise MatchzooError(f"{name} must be a list of {what} written as gin references such as {example}, "
-                                f"got the string {item!r} (write @{item}() instead of '{item}')")
+            raise MatchzooError(
+                f"{name} must be a list of {what} written as gin references such as {example}, "
+                f"got the string {item!r} (write @{item}() instead of '{item}')"
+            )
         if not isinstance(item, kind):
             raise MatchzooError(f"{name} must be a list of {what} such as {example}, got {_describe(item)} in it")
     return list(values)
@@ -165,8 +174,13 @@ def memory_bytes() -> Optional[int]:
 
 
 # base classes of registered components, as the words a message uses for them
-_KINDS = {"FeatureSpace": "the feature space", "ImageDataset": "the dataset", "Generator": "the generator",
-          "Objective": "the objective", "Term": "the term"}
+_KINDS = {
+    "FeatureSpace": "the feature space",
+    "ImageDataset": "the dataset",
+    "Generator": "the generator",
+    "Objective": "the objective",
+    "Term": "the term",
+}
 
 
 def _describe(value: Any) -> str:

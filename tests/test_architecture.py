@@ -5,6 +5,7 @@ imported alone), so every import statement counts, wherever it sits. ``from pkg 
 module ``pkg.name`` when that is a module, else to ``pkg``; ``import pkg.mod`` binds ``pkg`` itself, so it is an
 edge to ``pkg``'s ``__init__`` as well as to ``pkg.mod``.
 """
+
 from __future__ import annotations
 
 import ast
@@ -116,4 +117,5 @@ def test_cycle_detection_finds_a_function_local_cycle(tmp_path):
 def test_no_import_cycle_in_the_package():
     cycles = [component for component in strongly_connected_components(import_graph()) if len(component) > 1]
     assert not cycles, "import cycles (every import counts, also inside functions): " + "; ".join(
-        " <-> ".join(component) for component in cycles)
+        " <-> ".join(component) for component in cycles
+    )

@@ -1,4 +1,5 @@
 """The bad-input catalogue (README): each mistake gives one line on stderr, exit status 2, nothing deleted."""
+
 from pathlib import Path
 
 import pytest
@@ -8,9 +9,16 @@ from matchzoo.run import main
 
 REPO = Path(__file__).resolve().parent.parent
 QUICK = str(REPO / "gin" / "quickstart.gin")
-FAST = ["--gin_param", "train.steps = 2", "--gin_param", "train.progress = False",
-        "--gin_param", "train.batch_size = 8",
-        "--gin_param", "train.eval_spaces = []"]
+FAST = [
+    "--gin_param",
+    "train.steps = 2",
+    "--gin_param",
+    "train.progress = False",
+    "--gin_param",
+    "train.batch_size = 8",
+    "--gin_param",
+    "train.eval_spaces = []",
+]
 
 
 def run(capsys, *args):
@@ -19,14 +27,17 @@ def run(capsys, *args):
     return code, [line for line in err if line.startswith("matchzoo: error")]
 
 
-@pytest.mark.parametrize("binding, expected", [
-    ("term.objective = @sinkhornn()", "No configurable matching reference '@sinkhornn()'"),
-    ("term.space = @dino()", "No configurable matching reference '@dino()'"),
-    ("train.dataset = @digitz()", "No configurable matching reference '@digitz()'"),
-    ("train.batch_size = 1", "batch_size must be at least 2"),
-    ("train.dataset = @npz()", "npz file not found"),
-    ("mlp.image_shape = (3, 8, 8)", "returned shape"),
-])
+@pytest.mark.parametrize(
+    "binding, expected",
+    [
+        ("term.objective = @sinkhornn()", "No configurable matching reference '@sinkhornn()'"),
+        ("term.space = @dino()", "No configurable matching reference '@dino()'"),
+        ("train.dataset = @digitz()", "No configurable matching reference '@digitz()'"),
+        ("train.batch_size = 1", "batch_size must be at least 2"),
+        ("train.dataset = @npz()", "npz file not found"),
+        ("mlp.image_shape = (3, 8, 8)", "returned shape"),
+    ],
+)
 def test_config_mistakes(isolated_runs, capsys, binding, expected):
     code, errors = run(capsys, "--gin_param", binding)
     assert code == 2 and len(errors) == 1 and expected in errors[0], errors
@@ -37,6 +48,7 @@ def test_generator_out_of_range(isolated_runs, capsys):
     from matchzoo.generators import Generator
 
     if "test_unbounded" not in matchzoo.list_generators():
+
         @matchzoo.register_generator("test_unbounded")
         class Unbounded(Generator):
             def __init__(self):

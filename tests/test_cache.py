@@ -1,4 +1,5 @@
 """Reference-feature cache: float64 statistics vs NumPy, reuse, fingerprint keys, corruption, the stats CLI."""
+
 import warnings
 
 import numpy as np
@@ -44,7 +45,9 @@ def test_stats_are_float64_mean_and_unbiased_covariance(tmp_path, digits):
 def test_second_call_reuses_the_file(tmp_path, digits, counting):
     space = matchzoo.make_feature_space("digits_ssl")
     first = reference_features(space, digits, "train", cache_dir=tmp_path, progress=False)
-    second = reference_features(matchzoo.make_feature_space("digits_ssl"), digits, "train", cache_dir=tmp_path, progress=False)
+    second = reference_features(
+        matchzoo.make_feature_space("digits_ssl"), digits, "train", cache_dir=tmp_path, progress=False
+    )
     assert counting == ["digits_ssl"] and torch.equal(first, second)
     assert first.shape == (len(digits.split("train")), 64)
     assert not list(tmp_path.glob("*.tmp"))  # atomic write left no temporary file
@@ -54,7 +57,9 @@ def test_key_changes_with_space_weights_preprocessing_dataset_and_split(tmp_path
     base = cache_path(matchzoo.make_feature_space("random_conv", seed=0), digits, "train", tmp_path)
     assert base != cache_path(matchzoo.make_feature_space("random_conv", seed=1), digits, "train", tmp_path)
     assert base != cache_path(matchzoo.make_feature_space("random_conv", size=12), digits, "train", tmp_path)
-    assert base != cache_path(matchzoo.make_feature_space("random_conv"), matchzoo.make_dataset("digits", split_seed=1), "train", tmp_path)
+    assert base != cache_path(
+        matchzoo.make_feature_space("random_conv"), matchzoo.make_dataset("digits", split_seed=1), "train", tmp_path
+    )
     assert base != cache_path(matchzoo.make_feature_space("random_conv"), digits, "heldout", tmp_path)
     assert base == cache_path(matchzoo.make_feature_space("random_conv", seed=0), digits, "train", tmp_path)
 
@@ -81,8 +86,14 @@ def _mismatch_fingerprint(path):
     torch.save(record, path)
 
 
-@pytest.mark.parametrize("damage,reason", [(_corrupt_truncate, "unreadable"), (_corrupt_flip_feature, "checksum"),
-                                           (_mismatch_fingerprint, "space_fingerprint")])
+@pytest.mark.parametrize(
+    "damage,reason",
+    [
+        (_corrupt_truncate, "unreadable"),
+        (_corrupt_flip_feature, "checksum"),
+        (_mismatch_fingerprint, "space_fingerprint"),
+    ],
+)
 def test_damaged_or_mismatched_file_is_rebuilt_with_a_warning(tmp_path, digits, counting, damage, reason):
     space = matchzoo.make_feature_space("pixels")
     good = reference_features(space, digits, "heldout", cache_dir=tmp_path, progress=False).clone()
@@ -96,8 +107,18 @@ def test_damaged_or_mismatched_file_is_rebuilt_with_a_warning(tmp_path, digits, 
 
 
 def test_stats_command_builds_then_reuses(tmp_path, capsys):
-    argv = ["stats", "--dataset", "digits", "--spaces", "pixels,digits_classifier", "--splits", "heldout",
-            "--cache_dir", str(tmp_path), "--no_progress"]
+    argv = [
+        "stats",
+        "--dataset",
+        "digits",
+        "--spaces",
+        "pixels,digits_classifier",
+        "--splits",
+        "heldout",
+        "--cache_dir",
+        str(tmp_path),
+        "--no_progress",
+    ]
     assert cli_main(argv) == 0
     first = capsys.readouterr().out.splitlines()
     assert len(first) == 2 and all("built" in line for line in first)
@@ -112,14 +133,44 @@ def test_stats_command_user_errors_exit_2(tmp_path, capsys):
     assert "did you mean 'digits'" in capsys.readouterr().err
     assert cli_main(["stats", "--dataset", "digits", "--spaces", "pixel", "--cache_dir", str(tmp_path)]) == 2
     assert "unknown feature space 'pixel'" in capsys.readouterr().err
-    assert cli_main(["stats", "--dataset", "digits", "--spaces", "pixels", "--space_param", "pixel.size=4",
-                     "--cache_dir", str(tmp_path)]) == 2
-    assert cli_main(["stats", "--dataset", "digits", "--spaces", "pixels", "--splits", "test",
-                     "--cache_dir", str(tmp_path)]) == 2
+    assert (
+        cli_main(
+            [
+                "stats",
+                "--dataset",
+                "digits",
+                "--spaces",
+                "pixels",
+                "--space_param",
+                "pixel.size=4",
+                "--cache_dir",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
+    assert (
+        cli_main(
+            ["stats", "--dataset", "digits", "--spaces", "pixels", "--splits", "test", "--cache_dir", str(tmp_path)]
+        )
+        == 2
+    )
 
 
 def test_stats_command_space_param_reaches_the_constructor(tmp_path, capsys):
-    argv = ["stats", "--dataset", "digits", "--spaces", "pixels", "--space_param", "pixels.size=4", "--splits",
-            "heldout", "--cache_dir", str(tmp_path), "--no_progress"]
+    argv = [
+        "stats",
+        "--dataset",
+        "digits",
+        "--spaces",
+        "pixels",
+        "--space_param",
+        "pixels.size=4",
+        "--splits",
+        "heldout",
+        "--cache_dir",
+        str(tmp_path),
+        "--no_progress",
+    ]
     assert cli_main(argv) == 0
     assert "dim=16" in capsys.readouterr().out

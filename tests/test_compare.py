@@ -1,4 +1,5 @@
 """compare on a small synthetic MLflow store: final/mean metrics, statuses, table, CSV, plots, summary run."""
+
 from __future__ import annotations
 
 import csv
@@ -13,7 +14,7 @@ SPACES = ("pixels", "random_conv")
 
 
 def history(start: float, rate: float, steps=(0, 100, 200)) -> list[tuple[int, float]]:
-    return [(s, start * rate ** i) for i, s in enumerate(steps)]
+    return [(s, start * rate**i) for i, s in enumerate(steps)]
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +29,11 @@ def store(tmp_path_factory):
     expected = {}
 
     def make(objective, space, status, fdrk=None, stab=None, sweep="s1"):
-        run = client.create_run(experiment_id, run_name=f"{objective}-{space}",
-                                tags={"objective": objective, "train_space": space, "sweep": sweep,
-                                      keys.KEY_SCHEMA_TAG: keys.KEY_SCHEMA})  # as the trainer tags them
+        run = client.create_run(
+            experiment_id,
+            run_name=f"{objective}-{space}",
+            tags={"objective": objective, "train_space": space, "sweep": sweep, keys.KEY_SCHEMA_TAG: keys.KEY_SCHEMA},
+        )  # as the trainer tags them
         metrics = []
         for key, values in ((cmp.FDRK, fdrk), (cmp.STABILITY + space, stab)):
             for step, value in values or []:
@@ -47,9 +50,14 @@ def store(tmp_path_factory):
             client.set_terminated(run.info.run_id, status)
         expected[(objective, space, sweep)] = (run.info.run_id, fdrk, stab)
 
-    rates = {("fd", "pixels"): 0.5, ("fd", "random_conv"): 0.6, ("sinkhorn", "pixels"): 0.7, ("sinkhorn", "random_conv"): 0.8}
+    rates = {
+        ("fd", "pixels"): 0.5,
+        ("fd", "random_conv"): 0.6,
+        ("sinkhorn", "pixels"): 0.7,
+        ("sinkhorn", "random_conv"): 0.8,
+    }
     for (objective, space), rate in rates.items():
-        make(objective, space, "FINISHED", history(8.0, rate), history(0.9, rate ** 0.1))
+        make(objective, space, "FINISHED", history(8.0, rate), history(0.9, rate**0.1))
     make("mmd", "pixels", "RUNNING", history(8.0, 0.9, steps=(0, 100)), None)
     make("bures", "random_conv", "FAILED")
     make("fd", "pixels", "FINISHED", history(1.0, 1.0), history(0.1, 1.0), sweep="other")
@@ -127,7 +135,10 @@ def test_cli_prints_table_and_paths(store, tmp_path, monkeypatch, capsys):
     from matchzoo.__main__ import main
 
     client, _ = store
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", client.tracking_uri if hasattr(client, "tracking_uri") else client._tracking_client.tracking_uri)
+    monkeypatch.setenv(
+        "MLFLOW_TRACKING_URI",
+        client.tracking_uri if hasattr(client, "tracking_uri") else client._tracking_client.tracking_uri,
+    )
     assert main(["compare", "--sweep", "other", "--out", str(tmp_path / "cli"), "--no_log"]) == 0
     out = capsys.readouterr().out
     assert "| fd | pixels | FINISHED | 200 | 1 | 1 | 0.1 | 0.1 |" in out
@@ -146,15 +157,19 @@ def test_runs_logged_before_key_schema_2_are_read_with_the_new_names(tmp_path):
     experiment_id = client.create_experiment("old", artifact_location=(tmp_path / "artifacts").as_uri())
 
     def make(name, tags, metrics):
-        run_id = client.create_run(experiment_id, run_name=name, tags={"objective": name, "train_space": "pixels",
-                                                                         **tags}).info.run_id
+        run_id = client.create_run(
+            experiment_id, run_name=name, tags={"objective": name, "train_space": "pixels", **tags}
+        ).info.run_id
         client.log_batch(run_id, metrics=[Metric(k, v, 0, 10) for k, v in metrics.items()])
         client.set_terminated(run_id, "FINISHED")
 
     make("old", {}, {"eval/fd/pixels": 3.0, cmp.FDRK: 2.0})
     make("resumed", {}, {"eval/fd/pixels": 5.0, "eval/fd_to_heldout/pixels": 6.0, cmp.FDRK: 2.0})
-    make("new", {keys.KEY_SCHEMA_TAG: keys.KEY_SCHEMA},
-         {"eval/fd/pixels": 7.0, "eval/fd_to_heldout/pixels": 8.0, cmp.FDRK: 2.0})
+    make(
+        "new",
+        {keys.KEY_SCHEMA_TAG: keys.KEY_SCHEMA},
+        {"eval/fd/pixels": 7.0, "eval/fd_to_heldout/pixels": 8.0, cmp.FDRK: 2.0},
+    )
     rows = {row["objective"]: row for row in cmp.table_rows(cmp.collect_runs(client, experiment="old"))}
     assert (rows["old"]["fd/pixels"], rows["old"]["fd_to_heldout/pixels"]) == (None, 3.0)
     assert (rows["resumed"]["fd/pixels"], rows["resumed"]["fd_to_heldout/pixels"]) == (5.0, 6.0)

@@ -61,10 +61,13 @@ def test_missing_gin_file():
         config.parse(["does/not/exist.gin"])
 
 
-@pytest.mark.parametrize("content, expected", [
-    ("train.lr = = 1\n", ":1: gin syntax error"),
-    ("term.objective = @not_an_objective()\n", "No configurable matching"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("train.lr = = 1\n", ":1: gin syntax error"),
+        ("term.objective = @not_an_objective()\n", "No configurable matching"),
+    ],
+)
 def test_cli_exit_code_2_without_traceback(tmp_path, content, expected):
     bad = tmp_path / "bad.gin"
     bad.write_text(content)

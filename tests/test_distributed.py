@@ -1,4 +1,5 @@
 """Two gloo processes on the global batch == one process on the concatenated batch, for every objective."""
+
 import os
 from pathlib import Path
 
@@ -88,11 +89,28 @@ def test_torchrun_two_processes_end_to_end(isolated_runs):
     repo = Path(__file__).resolve().parent.parent
     torchrun = Path(sys.executable).with_name("torchrun")
     result = subprocess.run(
-        [str(torchrun), "--nproc_per_node=2", "-m", "matchzoo.run", "--gin", str(repo / "gin" / "quickstart.gin"),
-         "--gin_param", "train.steps = 10", "--gin_param", "train.eval_every = 10",
-         "--gin_param", "train.progress = False",
-         "--gin_param", "train.run_dir = 'runs/ddp'"],
-        cwd=isolated_runs, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        [
+            str(torchrun),
+            "--nproc_per_node=2",
+            "-m",
+            "matchzoo.run",
+            "--gin",
+            str(repo / "gin" / "quickstart.gin"),
+            "--gin_param",
+            "train.steps = 10",
+            "--gin_param",
+            "train.eval_every = 10",
+            "--gin_param",
+            "train.progress = False",
+            "--gin_param",
+            "train.run_dir = 'runs/ddp'",
+        ],
+        cwd=isolated_runs,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     payload = torch.load(isolated_runs / "runs" / "ddp" / "checkpoint.pt", weights_only=True)
     assert payload["step"] == 10 and payload["world_size"] == 2
@@ -114,9 +132,17 @@ def _run_rank(rank, ports, out_dir):
     from matchzoo.run import main
 
     quick = str(Path(__file__).resolve().parent.parent / "gin" / "quickstart.gin")
-    tiny = [f"--gin_param={p}" for p in ("train.steps = 2", "train.batch_size = 8", "train.eval_spaces = []",
-                                         "train.progress = False", "train.device = 'cpu'",
-                                         "train.run_dir = 'runs/ddp'")]
+    tiny = [
+        f"--gin_param={p}"
+        for p in (
+            "train.steps = 2",
+            "train.batch_size = 8",
+            "train.eval_spaces = []",
+            "train.progress = False",
+            "train.device = 'cpu'",
+            "train.run_dir = 'runs/ddp'",
+        )
+    ]
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1")
     outcome = []
     for port, extra in zip(ports, ([], ["--resume", "runs/missing"])):

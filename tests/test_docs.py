@@ -1,5 +1,6 @@
 """The README's commands are what CI and users run: its set-up commands, its "Adding a loss" recipe and its
 sweep examples run verbatim here (from the repository root, as a user would type them)."""
+
 import re
 import shlex
 import sys
@@ -85,7 +86,7 @@ def test_readme_add_a_loss_recipe_runs_from_the_repository_root(from_repo_root, 
 
 
 def readme_sweeps() -> list[list[str]]:
-    section = README[README.index("### Sweeps"):]
+    section = README[README.index("### Sweeps") :]
     block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
     commands = commands_in(block)
     assert len(commands) == 3 and all(c[:4] == ["python", "-m", "matchzoo", "sweep"] for c in commands)

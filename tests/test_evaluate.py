@@ -1,4 +1,5 @@
 """End-to-end tests of ``python -m matchzoo evaluate`` on the bundled digits (offline spaces only)."""
+
 from __future__ import annotations
 
 import csv
@@ -40,8 +41,20 @@ def evaluate(capsys, *argv):
 def test_heldout_digits_give_fdr_one_in_every_space(tmp_path, capsys, digits, cache):
     heldout = digits.images[digits.split_indices("heldout")].numpy()
     samples = write_npz(tmp_path / "heldout.npz", heldout)
-    code, out, err = evaluate(capsys, "--samples", samples, "--reference", "digits", "--spaces", SPACES,
-                              "--cache_dir", cache, "--json", "-", *FAST)
+    code, out, err = evaluate(
+        capsys,
+        "--samples",
+        samples,
+        "--reference",
+        "digits",
+        "--spaces",
+        SPACES,
+        "--cache_dir",
+        cache,
+        "--json",
+        "-",
+        *FAST,
+    )
     assert code == 0, err
     result = json.loads(out)
     assert set(result["spaces"]) == {"pixels", "random_conv"}
@@ -56,11 +69,28 @@ def test_noise_samples_print_a_full_table_and_csv(tmp_path, capsys, digits, cach
     noise = rng.integers(0, 256, size=(300, 8, 8, 1), dtype=np.uint8)  # NHWC uint8
     samples = write_npz(tmp_path / "noise.npz", noise)
     csv_path = tmp_path / "out.csv"
-    code, out, err = evaluate(capsys, "--samples", samples, "--reference", "digits", "--spaces", SPACES,
-                              "--cache_dir", cache, "--csv", str(csv_path), *FAST)
+    code, out, err = evaluate(
+        capsys,
+        "--samples",
+        samples,
+        "--reference",
+        "digits",
+        "--spaces",
+        SPACES,
+        "--cache_dir",
+        cache,
+        "--csv",
+        str(csv_path),
+        *FAST,
+    )
     assert code == 0, err
     header = out.splitlines()[0].split()
-    assert header[:5] == ["space", "dim", "n", "FD", "FDr"] and header[-4:] == ["precision", "recall", "density", "coverage"]
+    assert header[:5] == ["space", "dim", "n", "FD", "FDr"] and header[-4:] == [
+        "precision",
+        "recall",
+        "density",
+        "coverage",
+    ]
     assert out.splitlines()[-1].startswith("FDr^k = ")
     rows = list(csv.DictReader(io.StringIO(csv_path.read_text())))
     assert [r["space"] for r in rows] == ["pixels", "random_conv"]
@@ -79,8 +109,20 @@ def test_image_folder_samples(tmp_path, capsys, digits, cache):
     for i, image in enumerate(train):
         array = ((image[0].numpy() + 1.0) * 127.5).round().astype(np.uint8)
         Image.fromarray(array, mode="L").save(folder / f"{i:03d}.png")
-    code, out, err = evaluate(capsys, "--samples", str(folder), "--reference", "digits", "--spaces", "pixels",
-                              "--cache_dir", cache, "--json", "-", *FAST)
+    code, out, err = evaluate(
+        capsys,
+        "--samples",
+        str(folder),
+        "--reference",
+        "digits",
+        "--spaces",
+        "pixels",
+        "--cache_dir",
+        cache,
+        "--json",
+        "-",
+        *FAST,
+    )
     assert code == 0, err
     assert err.startswith("matchzoo: warning: Fréchet distance from n=40 samples in D=64")  # 40 images < 64 pixels
     assert err.count("\n") == 1  # the same warning from three call sites is printed once, on one line
@@ -103,8 +145,23 @@ def test_checkpoint_samples_use_the_generator(tmp_path, capsys, monkeypatch, cac
     path = tmp_path / "checkpoint.pt"
     torch.save({}, path)
     samples = tmp_path if as_run_folder else path  # the trainer's run folder holds checkpoint.pt
-    code, out, err = evaluate(capsys, "--samples", str(samples), "--reference", "digits", "--spaces", "pixels",
-                              "--num_samples", "64", "--cache_dir", cache, "--json", "-", "--no_prdc", *FAST)
+    code, out, err = evaluate(
+        capsys,
+        "--samples",
+        str(samples),
+        "--reference",
+        "digits",
+        "--spaces",
+        "pixels",
+        "--num_samples",
+        "64",
+        "--cache_dir",
+        cache,
+        "--json",
+        "-",
+        "--no_prdc",
+        *FAST,
+    )
     assert code == 0, err
     assert calls == [str(path)]
     row = json.loads(out)["spaces"]["pixels"]
@@ -112,26 +169,46 @@ def test_checkpoint_samples_use_the_generator(tmp_path, capsys, monkeypatch, cac
 
 
 @pytest.mark.filterwarnings("ignore::matchzoo.linalg.FewSamplesWarning")
-@pytest.mark.parametrize("make_input, message", [
-    (lambda tmp: str(tmp / "missing.npz"), "npz file not found"),
-    (lambda tmp: str(tmp / "nothing_here"), "does not exist"),
-    (lambda tmp: write_npz(tmp / "flat.npz", np.zeros((10, 64), np.float32)), "expected images"),
-    (lambda tmp: write_npz(tmp / "range.npz", np.full((10, 1, 8, 8), 3.0, np.float32)), "must lie in [-1, 1]"),
-    (lambda tmp: write_npz(tmp / "one.npz", np.zeros((1, 1, 8, 8), np.uint8)), "need at least 2"),
-    (lambda tmp: write_npz(tmp / "four.npz", np.arange(256, dtype=np.uint8).reshape(4, 1, 8, 8)), "more than 5 samples"),
-])
+@pytest.mark.parametrize(
+    "make_input, message",
+    [
+        (lambda tmp: str(tmp / "missing.npz"), "npz file not found"),
+        (lambda tmp: str(tmp / "nothing_here"), "does not exist"),
+        (lambda tmp: write_npz(tmp / "flat.npz", np.zeros((10, 64), np.float32)), "expected images"),
+        (lambda tmp: write_npz(tmp / "range.npz", np.full((10, 1, 8, 8), 3.0, np.float32)), "must lie in [-1, 1]"),
+        (lambda tmp: write_npz(tmp / "one.npz", np.zeros((1, 1, 8, 8), np.uint8)), "need at least 2"),
+        (
+            lambda tmp: write_npz(tmp / "four.npz", np.arange(256, dtype=np.uint8).reshape(4, 1, 8, 8)),
+            "more than 5 samples",
+        ),
+    ],
+)
 def test_bad_samples_fail_in_one_line(tmp_path, capsys, cache, make_input, message):
-    code, out, err = evaluate(capsys, "--samples", make_input(tmp_path), "--reference", "digits", "--spaces", "pixels",
-                              "--cache_dir", cache, *FAST)
+    code, out, err = evaluate(
+        capsys,
+        "--samples",
+        make_input(tmp_path),
+        "--reference",
+        "digits",
+        "--spaces",
+        "pixels",
+        "--cache_dir",
+        cache,
+        *FAST,
+    )
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("matchzoo: error:") and message in err
 
 
 def test_unknown_space_and_dataset_fail_in_one_line(tmp_path, capsys, cache):
     samples = write_npz(tmp_path / "x.npz", np.zeros((4, 1, 8, 8), np.uint8))
-    code, _, err = evaluate(capsys, "--samples", samples, "--reference", "digits", "--spaces", "pixel", "--cache_dir", cache)
+    code, _, err = evaluate(
+        capsys, "--samples", samples, "--reference", "digits", "--spaces", "pixel", "--cache_dir", cache
+    )
     assert code == 2 and "did you mean 'pixels'" in err and err.count("\n") == 1
-    code, _, err = evaluate(capsys, "--samples", samples, "--reference", "digitz", "--spaces", "pixels", "--cache_dir", cache)
+    code, _, err = evaluate(
+        capsys, "--samples", samples, "--reference", "digitz", "--spaces", "pixels", "--cache_dir", cache
+    )
     assert code == 2 and "unknown dataset 'digitz'" in err
 
 

@@ -1,5 +1,6 @@
 """Oracle tests for matchzoo.linalg: closed-form Gaussian FDs, an independent SciPy computation,
 the n < D dual and cross forms, the cached-factor fast path, and finite pseudo-inverse gradients."""
+
 from __future__ import annotations
 
 import warnings
@@ -67,7 +68,10 @@ def test_features_match_oracle_and_are_symmetric():
 def test_identical_sets_give_zero():
     x = np.random.default_rng(2).normal(size=(400, 16)) * 3 + 5
     assert abs(linalg.frechet_distance(x, x)) < 1e-9
-    assert abs(linalg.frechet_distance_from_stats(x.mean(0), np.cov(x, rowvar=False), x.mean(0), np.cov(x, rowvar=False))) < 1e-9
+    assert (
+        abs(linalg.frechet_distance_from_stats(x.mean(0), np.cov(x, rowvar=False), x.mean(0), np.cov(x, rowvar=False)))
+        < 1e-9
+    )
 
 
 def test_one_side_below_dimension_uses_exact_dual_form_and_warns():
@@ -103,7 +107,9 @@ def test_singular_covariances_are_finite_never_nan():
     expected = numpy_frechet_psd(y.mean(0), np.cov(y, rowvar=False), x.mean(0), np.cov(x, rowvar=False))
     assert np.isfinite(value) and value == pytest.approx(expected, rel=1e-8)
     s = np.cov(x, rowvar=False)
-    assert linalg.frechet_distance_from_stats(x.mean(0), s, y.mean(0), np.cov(y, rowvar=False)) == pytest.approx(expected, rel=1e-8)
+    assert linalg.frechet_distance_from_stats(x.mean(0), s, y.mean(0), np.cov(y, rowvar=False)) == pytest.approx(
+        expected, rel=1e-8
+    )
 
 
 def test_nan_inputs_raise():
@@ -205,7 +211,9 @@ def test_blocked_congruence_float32_and_ragged_blocks():
         got = linalg._blocked_congruence(s2, factor, block=block).tril()
         np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-11, atol=1e-11)
     got32 = linalg._blocked_congruence(s2.float(), factor.float(), block=32).tril()
-    np.testing.assert_allclose(got32.double().numpy(), expected.numpy(), rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+    np.testing.assert_allclose(
+        got32.double().numpy(), expected.numpy(), rtol=1e-4, atol=1e-4 * float(expected.abs().max())
+    )
 
 
 def test_check_finite_uses_sum_but_never_misses_or_invents():
@@ -239,9 +247,12 @@ def test_frechet_reference_checks_reference_once_and_samples_every_time():
     bad[0, 0] = float("nan")
     with pytest.raises(ValueError, match="reference_cov contains NaN"):
         FrechetReference(GaussianStats(torch.zeros(5, dtype=torch.float64), bad, 10)).distance_to_stats(
-            GaussianStats(torch.zeros(5, dtype=torch.float64), cov, 10))
+            GaussianStats(torch.zeros(5, dtype=torch.float64), cov, 10)
+        )
     reference = FrechetReference(GaussianStats(torch.zeros(5, dtype=torch.float64), cov, 10))
-    assert reference.distance_to_stats(GaussianStats(torch.zeros(5, dtype=torch.float64), cov, 10)) == pytest.approx(0.0, abs=1e-10)
+    assert reference.distance_to_stats(GaussianStats(torch.zeros(5, dtype=torch.float64), cov, 10)) == pytest.approx(
+        0.0, abs=1e-10
+    )
     with pytest.raises(ValueError, match="cov contains NaN"):
         reference.distance_to_stats(GaussianStats(torch.zeros(5, dtype=torch.float64), bad, 10))
     with pytest.raises(ValueError, match="shapes disagree"):

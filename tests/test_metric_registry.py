@@ -1,6 +1,7 @@
 """The metric registry drives both evaluation paths: every registered metric is finite on Gaussian features,
 matches its closed form where one exists, and gives the same numbers in training (``eval/<key>/<space>``) and
 in ``matchzoo evaluate`` (JSON, CSV and table). A metric written as one new module appears in both."""
+
 from __future__ import annotations
 
 import csv
@@ -37,12 +38,20 @@ def gaussians():
 
 def oracles() -> dict[str, tuple[float, float]]:
     """key -> (population value, relative tolerance) for the Gaussians above."""
-    gap = DIM * SHIFT ** 2  # FD between N(SHIFT, I) and N(0, I) is the squared mean distance
+    gap = DIM * SHIFT**2  # FD between N(SHIFT, I) and N(0, I) is the squared mean distance
     zero, shifted, eye = np.zeros(DIM), np.full(DIM, SHIFT), np.eye(DIM)
-    kid = (expected_poly_kernel(shifted, eye, shifted, eye) + expected_poly_kernel(zero, eye, zero, eye)
-           - 2 * expected_poly_kernel(shifted, eye, zero, eye))
-    return {keys.FD: (gap, 0.1), keys.FD_TO_HELDOUT: (gap, 0.1), keys.FD_MATCHED: (gap, 0.1), "kid": (kid, 0.15),
-            keys.FDR_N: (2000.0, 0.0)}
+    kid = (
+        expected_poly_kernel(shifted, eye, shifted, eye)
+        + expected_poly_kernel(zero, eye, zero, eye)
+        - 2 * expected_poly_kernel(shifted, eye, zero, eye)
+    )
+    return {
+        keys.FD: (gap, 0.1),
+        keys.FD_TO_HELDOUT: (gap, 0.1),
+        keys.FD_MATCHED: (gap, 0.1),
+        "kid": (kid, 0.15),
+        keys.FDR_N: (2000.0, 0.0),
+    }
 
 
 def real_side(gaussians) -> SpaceReference:
@@ -109,9 +118,28 @@ def digits_npz(tmp_path_factory):
 def test_evaluate_prints_every_registered_metric(digits_npz, tmp_path, tmp_path_factory, capsys):
     cache = str(tmp_path_factory.getbasetemp() / "evaluate-cache")
     json_path, csv_path = tmp_path / "out.json", tmp_path / "out.csv"
-    code = main(["evaluate", "--samples", digits_npz, "--reference", "digits", "--spaces", "pixels",
-                 "--cache_dir", cache, "--kid_subsets", "5", "--kid_subset_size", "200", "--no_progress",
-                 "--json", str(json_path), "--csv", str(csv_path)])
+    code = main(
+        [
+            "evaluate",
+            "--samples",
+            digits_npz,
+            "--reference",
+            "digits",
+            "--spaces",
+            "pixels",
+            "--cache_dir",
+            cache,
+            "--kid_subsets",
+            "5",
+            "--kid_subset_size",
+            "200",
+            "--no_progress",
+            "--json",
+            str(json_path),
+            "--csv",
+            str(csv_path),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     row = json.loads(json_path.read_text())["spaces"]["pixels"]
@@ -139,7 +167,7 @@ NEW_METRIC = '''
             return {"mean_gap": float((generated.double().mean(0) - real.reference.double().mean(0)).norm())}
 '''
 
-BOTH_PATHS = '''
+BOTH_PATHS = """
     import json, sys, torch
     import extra_metric  # the new file: nothing else in matchzoo is edited
     from matchzoo.metrics import SpaceReference, SuiteSettings, evaluate_space
@@ -153,14 +181,15 @@ BOTH_PATHS = '''
     direct = float((generated.double().mean(0) - reference.double().mean(0)).norm())
     json.dump({"evaluate": row["mean_gap"], "training": evaluator.score({"s": generated})["eval/mean_gap/s"],
                "direct": direct}, sys.stdout)
-'''
+"""
 
 
 def test_a_metric_in_one_new_file_appears_in_both_paths(tmp_path):
     """A separate process: registering is for the life of a process, and the other tests see the stock registry."""
     (tmp_path / "extra_metric.py").write_text(textwrap.dedent(NEW_METRIC))
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(BOTH_PATHS)], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(BOTH_PATHS)], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     values = json.loads(result.stdout)
     assert values["evaluate"] == values["training"] == pytest.approx(values["direct"], rel=1e-12)
@@ -173,11 +202,14 @@ def test_compute_row_keeps_the_metric_order(gaussians):
     assert list(row) == [key for metric in metrics for key in metric.keys]
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: METRICS.make("kid", subsets=0), "kid.subsets must be >= 1, got 0"),
-    (lambda: METRICS.make("kid", subset_size=1.5), "kid.subset_size must be an integer, got 1.5"),
-    (lambda: METRICS.make("prdc", samples=5), "prdc.samples must be >= 6, got 5"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: METRICS.make("kid", subsets=0), "kid.subsets must be >= 1, got 0"),
+        (lambda: METRICS.make("kid", subset_size=1.5), "kid.subset_size must be an integer, got 1.5"),
+        (lambda: METRICS.make("prdc", samples=5), "prdc.samples must be >= 6, got 5"),
+    ],
+)
 def test_metric_settings_bound_in_gin_are_checked_in_one_line(make, message):
     with pytest.raises(matchzoo.errors.MatchzooError) as error:
         make()

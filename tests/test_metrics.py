@@ -1,5 +1,6 @@
 """Oracle tests for matchzoo.metrics: streaming float64 moments, the cached FD reference, FDr^k,
 KID (closed-form Gaussian population value) and precision/recall/density/coverage on constructed cases."""
+
 from __future__ import annotations
 
 import pickle
@@ -17,6 +18,7 @@ from matchzoo.metrics.kid import kernel_inception_distance, mmd2_unbiased
 from matchzoo.metrics.prdc import density_coverage, knn_squared_radii, prdc, precision_recall
 
 # ---------------------------------------------------------------- streaming statistics
+
 
 def test_streaming_moments_match_numpy_with_large_offset():
     rng = np.random.default_rng(0)
@@ -57,13 +59,16 @@ def test_reference_fast_path_agrees_with_linalg():
     reference = FrechetReference.from_features(ref)
     expected = linalg.frechet_distance(gen, ref)
     assert reference.distance_to_features(gen) == pytest.approx(expected, rel=1e-10)
-    assert reference.distance_to_stats(GaussianStats.from_features(gen, batch_size=33)) == pytest.approx(expected, rel=1e-10)
+    assert reference.distance_to_stats(GaussianStats.from_features(gen, batch_size=33)) == pytest.approx(
+        expected, rel=1e-10
+    )
     small = gen[:8]  # n < D: dual form against the cached reference
     with pytest.warns(linalg.FewSamplesWarning):
         assert reference.distance_to_features(small) == pytest.approx(linalg.frechet_distance(small, ref), rel=1e-9)
 
 
 # ---------------------------------------------------------------- FDr^k
+
 
 def test_fdr_table_arithmetic_and_errors():
     table = fdrk.fdr_table({"a": 4.0, "b": 1.0}, {"a": 2.0, "b": 4.0, "c": 9.0})
@@ -103,14 +108,15 @@ def test_heldout_baseline_is_cached_per_key_and_checks_size():
 
 # ---------------------------------------------------------------- KID
 
+
 def expected_poly_kernel(m1, s1, m2, s2):
     """E[(x.y/d + 1)^3] for independent x ~ N(m1, s1), y ~ N(m2, s2) (Gaussian moment identities)."""
     d = m1.shape[0]
     a = m1 @ m2
     e1 = a
     e2 = np.trace((s1 + np.outer(m1, m1)) @ (s2 + np.outer(m2, m2)))
-    e3 = a ** 3 + 3 * a * (m1 @ s2 @ m1 + m2 @ s1 @ m2 + np.trace(s1 @ s2)) + 6 * m1 @ s2 @ s1 @ m2
-    return e3 / d ** 3 + 3 * e2 / d ** 2 + 3 * e1 / d + 1
+    e3 = a**3 + 3 * a * (m1 @ s2 @ m1 + m2 @ s1 @ m2 + np.trace(s1 @ s2)) + 6 * m1 @ s2 @ s1 @ m2
+    return e3 / d**3 + 3 * e2 / d**2 + 3 * e1 / d + 1
 
 
 def test_kid_matches_gaussian_closed_form():
@@ -118,7 +124,11 @@ def test_kid_matches_gaussian_closed_form():
     d = 4
     m1, m2 = np.zeros(d), np.full(d, 0.6)
     s1, s2 = np.eye(d), np.diag([0.5, 1.0, 1.5, 2.0])
-    population = expected_poly_kernel(m1, s1, m1, s1) + expected_poly_kernel(m2, s2, m2, s2) - 2 * expected_poly_kernel(m1, s1, m2, s2)
+    population = (
+        expected_poly_kernel(m1, s1, m1, s1)
+        + expected_poly_kernel(m2, s2, m2, s2)
+        - 2 * expected_poly_kernel(m1, s1, m2, s2)
+    )
     x = rng.multivariate_normal(m1, s1, 10000)
     y = rng.multivariate_normal(m2, s2, 10000)
     kid = kernel_inception_distance(x, y, subsets=10, subset_size=1000, seed=0)
@@ -147,6 +157,7 @@ def test_mmd2_unbiased_matches_direct_formula_and_is_chunk_invariant():
 
 
 # ---------------------------------------------------------------- precision / recall / density / coverage
+
 
 def test_prdc_constructed_one_dimensional_case():
     real = np.arange(10.0)[:, None]  # k=1 radii: every real ball has radius 1

@@ -1,5 +1,6 @@
 """Matching stability: 1 without sampling noise, lower with small real minibatches, no side effects,
 and finite in [-1, 1] for every registered objective."""
+
 from __future__ import annotations
 
 import inspect
@@ -88,8 +89,11 @@ def test_user_errors_are_one_line():
 
 
 def _constructible_with_defaults(cls) -> bool:
-    return all(p.default is not inspect.Parameter.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-               for name, p in inspect.signature(cls.__init__).parameters.items() if name != "self")
+    return all(
+        p.default is not inspect.Parameter.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        for name, p in inspect.signature(cls.__init__).parameters.items()
+        if name != "self"
+    )
 
 
 @pytest.mark.parametrize("name", OBJECTIVES.names())

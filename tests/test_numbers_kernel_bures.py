@@ -3,6 +3,7 @@
 Before the fix the nuclear norm came from the eigenvalues of K Kᵀ: when both batches exceed the dimension,
 hundreds of round-off null eigenvalues each added √(1e-16·λmax), 4e-7 relative at 256 x 256 in 64-d.
 """
+
 import numpy as np
 import pytest
 import torch
@@ -27,7 +28,7 @@ def value_and_gradient(objective, fake, real):
     fake = fake.clone().requires_grad_(True)
     loss = objective(fake, real).loss
     (grad,) = torch.autograd.grad(loss, fake)
-    return float(loss), grad
+    return float(loss.detach()), grad
 
 
 @pytest.mark.parametrize("options", OPTIONS)

@@ -13,6 +13,7 @@ with T the barycentric maps of the plans.
 At the old defaults (`scaling=0.9`, `iterations=30`) these tests fail: gradient cosines 0.95–0.97 (sinkhorn) and
 displacement cosines 0.97–0.985 or a 13% error (sinkhorn_transport).
 """
+
 import math
 
 import numpy as np

@@ -7,6 +7,7 @@ divergences are ≈ 0 on identical inputs and positive and decreasing as a shift
 surrogate losses (``is_divergence = False``, no critic) have a gradient that moves the generated batch
 toward the real one; state dicts round-trip after a step.
 """
+
 import pytest
 
 import matchzoo.objectives  # noqa: F401  (registers every objective)

@@ -1,5 +1,6 @@
 """sinkhorn_transport (potentials vs POT, targets, warm start, checkpoint) and san (direction convergence,
 fun/dir split, generator loss leaves critic grads alone, variants, checkpoint)."""
+
 import numpy as np
 import ot
 import pytest
@@ -18,8 +19,15 @@ def test_log_domain_sinkhorn_coupling_matches_pot():
     eps = 0.3 * float(cost.std())
     row, col = sinkhorn_potentials(cost, eps, iterations=500)
     coupling = torch.exp((row[:, None] + col[None, :] - cost) / eps) / (12 * 15)
-    oracle = ot.sinkhorn(np.full(12, 1 / 12), np.full(15, 1 / 15), cost.numpy(), eps, method="sinkhorn_log",
-                         numItermax=3000, stopThr=1e-12)
+    oracle = ot.sinkhorn(
+        np.full(12, 1 / 12),
+        np.full(15, 1 / 15),
+        cost.numpy(),
+        eps,
+        method="sinkhorn_log",
+        numItermax=3000,
+        stopThr=1e-12,
+    )
     np.testing.assert_allclose(coupling.numpy(), oracle, atol=1e-9)
     targets = barycentric_targets(cost, row, col, eps, torch.from_numpy(y))
     np.testing.assert_allclose(targets.numpy(), 12 * oracle @ y, atol=1e-7)
@@ -28,7 +36,9 @@ def test_log_domain_sinkhorn_coupling_matches_pot():
 def test_transport_gradient_points_from_fake_to_real_and_is_minus_2v_over_bd():
     torch.manual_seed(0)
     real = torch.randn(64, 4, dtype=torch.float64)
-    fake = (torch.randn(32, 4, dtype=torch.float64) + torch.tensor([3.0, 0, 0, 0], dtype=torch.float64)).requires_grad_()
+    fake = (
+        torch.randn(32, 4, dtype=torch.float64) + torch.tensor([3.0, 0, 0, 0], dtype=torch.float64)
+    ).requires_grad_()
     objective = SinkhornTransport().eval()
     velocity, _ = objective.displacement(fake, real)
     (grad,) = torch.autograd.grad(objective(fake, real).loss, fake)

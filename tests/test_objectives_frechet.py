@@ -1,5 +1,6 @@
 """FD-loss (``fd``): value vs an independent SciPy FD, gradient vs finite differences and the closed form
 c·[f − (μ_r + T(f − μ))], population bookkeeping, checkpoint round trip, normalisation."""
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -65,8 +66,9 @@ def test_batch_mode_equals_scipy_fd():
     ref, gen = make_data()
     fake = torch.randn(50, 5, generator=gen, dtype=torch.float64)
     value = FrechetDistance(population="batch")(fake, ref).loss.item()
-    oracle = scipy_fd(fake.mean(0).numpy(), np.cov(fake.numpy(), rowvar=False), ref.mean(0).numpy(),
-                      np.cov(ref.numpy(), rowvar=False))
+    oracle = scipy_fd(
+        fake.mean(0).numpy(), np.cov(fake.numpy(), rowvar=False), ref.mean(0).numpy(), np.cov(ref.numpy(), rowvar=False)
+    )
     assert value == pytest.approx(oracle, rel=1e-9)
 
 
@@ -114,8 +116,9 @@ def test_batch_smaller_than_dimension_gives_finite_gradient_and_repeated_eigenva
 
 def test_queue_fifo_bookkeeping_and_running_sums():
     objective = FrechetDistance(population="queue", population_size=10)
-    batches = [torch.full((4, 2), float(k), dtype=torch.float64) + torch.randn(4, 2, dtype=torch.float64)
-               for k in range(5)]
+    batches = [
+        torch.full((4, 2), float(k), dtype=torch.float64) + torch.randn(4, 2, dtype=torch.float64) for k in range(5)
+    ]
     for b in batches:
         objective(b.clone().requires_grad_(), b)
     pop = objective.population

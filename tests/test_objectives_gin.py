@@ -1,9 +1,10 @@
 """Gin fragments and offline experiments (optional per objective): what exists parses and reaches the constructors."""
+
 from pathlib import Path
 
+import gin
 import pytest
 
-import gin
 import matchzoo.objectives  # noqa: F401  (registers every objective)
 from matchzoo import config
 from matchzoo.registry import OBJECTIVES

@@ -1,5 +1,6 @@
 """A loss is one file: a new objective (forward + weighted form + decorator) in a module of its own, imported by a
 gin file, trains, probes and passes the registry-driven checks with no other file of the package touched."""
+
 from __future__ import annotations
 
 import uuid
@@ -69,9 +70,29 @@ def test_a_new_objective_in_one_file_trains_probes_and_is_checked(one_file_objec
     assert name in OBJECTIVES and "never used" not in capsys.readouterr().err
 
     candidates = noisy_digits(isolated_runs / "candidates.npz")
-    code = cli(["probe", "resample", "--candidates", str(candidates), "--spaces", "pixels", "--attack", "pixels",
-                "--objective", name, "--steps", "3", "--draws", "1", "--sample_size", "80", "--reference_size", "100",
-                "--no_progress"])
+    code = cli(
+        [
+            "probe",
+            "resample",
+            "--candidates",
+            str(candidates),
+            "--spaces",
+            "pixels",
+            "--attack",
+            "pixels",
+            "--objective",
+            name,
+            "--steps",
+            "3",
+            "--draws",
+            "1",
+            "--sample_size",
+            "80",
+            "--reference_size",
+            "100",
+            "--no_progress",
+        ]
+    )
     assert code == 0 and f"minimise weighted {name} in pixels" in capsys.readouterr().out
 
     testing.check_finite_and_differentiable(name, torch.float32, 8, 16)

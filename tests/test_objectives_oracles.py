@@ -1,5 +1,6 @@
 """Oracle tests: sinkhorn vs POT exact OT, bures vs POT and kernel_bures, mmd vs an independent NumPy/SciPy
 U-statistic, sliced_wasserstein vs POT on the same projections."""
+
 import numpy as np
 import ot
 import pytest
@@ -87,13 +88,22 @@ def test_kernel_bures_linear_equals_covariance_bures(options, m, n, d):
 def test_bures_gan_preset_normalizes_and_centres():
     x, y = two_clouds(20, 20, d=4)
     assert Bures(preset="bures_gan")(x, y).loss.item() == pytest.approx(
-        Bures(center=True, normalize_rows=True, divide_by_n=True)(x, y).loss.item())
+        Bures(center=True, normalize_rows=True, divide_by_n=True)(x, y).loss.item()
+    )
     with pytest.raises(MatchzooError, match="unknown bures preset"):
         Bures(preset="nope")
 
 
-@pytest.mark.parametrize("objective", [Bures(), Bures(preset="bures_gan"), KernelBures(kernel="linear"),
-                                       KernelBures(kernel="rbf"), KernelBures(kernel="polynomial")])
+@pytest.mark.parametrize(
+    "objective",
+    [
+        Bures(),
+        Bures(preset="bures_gan"),
+        KernelBures(kernel="linear"),
+        KernelBures(kernel="rbf"),
+        KernelBures(kernel="polynomial"),
+    ],
+)
 @pytest.mark.parametrize("m,d", [(12, 5), (5, 12)])
 def test_bures_family_has_finite_gradients_at_identical_inputs(objective, m, d):
     x, _ = two_clouds(m, m, d=d)
@@ -107,11 +117,17 @@ def test_bures_family_has_finite_gradients_at_identical_inputs(objective, m, d):
 def test_kernel_bures_rbf_and_polynomial_match_sklearn_grams():
     x, y = two_clouds(15, 18, d=4)
     xn, yn = x.numpy(), y.numpy()
-    for kernel, gram in [("rbf", lambda a, b: sklearn.metrics.pairwise.rbf_kernel(a, b, gamma=1 / (2 * 1.3**2))),
-                         ("polynomial", lambda a, b: sklearn.metrics.pairwise.polynomial_kernel(a, b, degree=3, gamma=0.25, coef0=1))]:
+    for kernel, gram in [
+        ("rbf", lambda a, b: sklearn.metrics.pairwise.rbf_kernel(a, b, gamma=1 / (2 * 1.3**2))),
+        ("polynomial", lambda a, b: sklearn.metrics.pairwise.polynomial_kernel(a, b, degree=3, gamma=0.25, coef0=1)),
+    ]:
         k_ff, k_rr, k_fr = gram(xn, xn), gram(yn, yn), gram(xn, yn)
         h = lambda k: k - k.mean(0) - k.mean(1)[:, None] + k.mean()  # noqa: E731
-        oracle = np.trace(h(k_ff)) / 15 + np.trace(h(k_rr)) / 18 - 2 * np.linalg.svd(h(k_fr), compute_uv=False).sum() / np.sqrt(15 * 18)
+        oracle = (
+            np.trace(h(k_ff)) / 15
+            + np.trace(h(k_rr)) / 18
+            - 2 * np.linalg.svd(h(k_fr), compute_uv=False).sum() / np.sqrt(15 * 18)
+        )
         value = KernelBures(kernel=kernel, bandwidth=1.3, gamma=0.25)(x, y).loss.item()
         assert value == pytest.approx(oracle, rel=1e-8), kernel
 
@@ -121,8 +137,7 @@ def test_kernel_bures_rbf_and_polynomial_match_sklearn_grams():
 
 def numpy_unbiased_mmd2(kxx, kyy, kxy):
     m, n = len(kxx), len(kyy)
-    return ((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
-            - 2 * kxy.mean())
+    return (kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1)) - 2 * kxy.mean()
 
 
 def test_mmd_gaussian_matches_numpy_with_pot_distances():

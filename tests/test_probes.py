@@ -1,5 +1,6 @@
 """Probes: weighted objectives (uniform = unweighted, integer = duplicated samples, oracles), the resample and
 top-N probes on constructed cases, and the CLI."""
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,7 @@ def single_thread():
 
 def gaussian(n, d, shift=0.0, seed=0, scale=1.0):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(n, d, generator=g, dtype=torch.float64) * scale + shift)
+    return torch.randn(n, d, generator=g, dtype=torch.float64) * scale + shift
 
 
 def counts_and_duplicates(x, seed=1):
@@ -71,14 +72,18 @@ def test_weighted_frechet_matches_scipy_and_duplicates(n):
     tolerance = 1e-9 if n > d else 1e-7
     assert float(value) == pytest.approx(linalg.frechet_distance(x, y), rel=tolerance)
     counts, dup = counts_and_duplicates(x)
-    assert float(frechet.weighted_frechet(x, counts, mu_ref, cov_ref)) == pytest.approx(linalg.frechet_distance(dup, y), rel=tolerance)
+    assert float(frechet.weighted_frechet(x, counts, mu_ref, cov_ref)) == pytest.approx(
+        linalg.frechet_distance(dup, y), rel=tolerance
+    )
 
 
 def test_weighted_frechet_gradient_matches_finite_differences():
     x, y = gaussian(12, 3, shift=0.3, seed=4), gaussian(50, 3, seed=5)
     mu_ref, cov_ref = linalg.mean_cov(y)
     logits = torch.randn(12, dtype=torch.float64, generator=torch.Generator().manual_seed(6), requires_grad=True)
-    assert torch.autograd.gradcheck(lambda z: frechet.weighted_frechet(x, 12 * torch.softmax(z, 0), mu_ref, cov_ref), (logits,))
+    assert torch.autograd.gradcheck(
+        lambda z: frechet.weighted_frechet(x, 12 * torch.softmax(z, 0), mu_ref, cov_ref), (logits,)
+    )
 
 
 @pytest.mark.parametrize("flags", [dict(), dict(normalize_rows=True), dict(divide_by_n=False, center=False)])
@@ -114,11 +119,15 @@ def test_weighted_mmd_is_the_v_statistic():
     k = lambda u, v: np.exp(-((u[:, None] - v[None]) ** 2).sum(-1) / (2 * sigma**2))  # noqa: E731
     assert value == pytest.approx(k(a, a).mean() + k(b, b).mean() - 2 * k(a, b).mean(), rel=1e-10)
     probs = torch.rand(15, dtype=torch.float64, generator=torch.Generator().manual_seed(13))
-    geom = SamplesLoss("gaussian", blur=sigma, backend="tensorized")(probs / probs.sum(), x, torch.full((20,), 1 / 20, dtype=torch.float64), y)
+    geom = SamplesLoss("gaussian", blur=sigma, backend="tensorized")(
+        probs / probs.sum(), x, torch.full((20,), 1 / 20, dtype=torch.float64), y
+    )
     assert float(mmd.weighted_mmd(x, probs, y, mmd.gaussian_gram([sigma]))) == pytest.approx(2 * float(geom), rel=1e-9)
     counts, dup = counts_and_duplicates(x)
     dup_value = mmd.weighted_mmd(dup, torch.ones(dup.shape[0]), y, mmd.gaussian_gram([sigma]))
-    assert float(mmd.weighted_mmd(x, counts, y, mmd.gaussian_gram([sigma]))) == pytest.approx(float(dup_value), rel=1e-10)
+    assert float(mmd.weighted_mmd(x, counts, y, mmd.gaussian_gram([sigma]))) == pytest.approx(
+        float(dup_value), rel=1e-10
+    )
 
 
 # ----------------------------------------------------------------------------- every registered objective
@@ -185,7 +194,9 @@ def test_weighted_form_is_the_objective_at_uniform_and_the_duplicated_set_at_int
     at_counts = float(form(x, counts))
     torch.manual_seed(21)
     own_duplicated = own_value(name, objective, duplicated, y)
-    expected = own_duplicated if own_duplicated is not None else float(form(duplicated, torch.ones(duplicated.shape[0])))
+    expected = (
+        own_duplicated if own_duplicated is not None else float(form(duplicated, torch.ones(duplicated.shape[0])))
+    )
     assert at_counts == pytest.approx(expected, rel=1e-5, abs=1e-7)
     torch.manual_seed(21)
     own_uniform = own_value(name, objective, x, y)
@@ -234,9 +245,14 @@ def test_weighted_kernel_bures_matches_an_explicit_feature_map(flags):
     """(d) the dual Gram form against the primal weighted covariance of the polynomial kernel's explicit features."""
     x, y = gaussian(9, 2, shift=0.4, seed=31), gaussian(11, 2, seed=32)
     gamma, coef0 = 0.5, 1.0
-    objective = matchzoo.make_objective("kernel_bures", kernel="polynomial", degree=2, gamma=gamma, coef0=coef0, **flags)
+    objective = matchzoo.make_objective(
+        "kernel_bures", kernel="polynomial", degree=2, gamma=gamma, coef0=coef0, **flags
+    )
     weights = torch.rand(9, dtype=torch.float64, generator=torch.Generator().manual_seed(33)) * 3
-    phi_x, phi_y = explicit_quadratic_features(x.numpy(), gamma, coef0), explicit_quadratic_features(y.numpy(), gamma, coef0)
+    phi_x, phi_y = (
+        explicit_quadratic_features(x.numpy(), gamma, coef0),
+        explicit_quadratic_features(y.numpy(), gamma, coef0),
+    )
     w = weights.numpy()
     p = w / w.sum()
     if flags.get("center", True):
@@ -268,7 +284,9 @@ def test_weighted_sliced_wasserstein_matches_pot_per_projection():
         oracle = ot.wasserstein_1d(x[:, column].numpy(), y[:, column].numpy(), p.numpy(), np.full(17, 1 / 17), p=2)
         assert float(values[column]) == pytest.approx(float(oracle), rel=1e-10)
     logits = torch.log(p).clone().requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda z: weighted_wasserstein_1d_squared(x, torch.softmax(z, 0), y).sum(), (logits,))
+    assert torch.autograd.gradcheck(
+        lambda z: weighted_wasserstein_1d_squared(x, torch.softmax(z, 0), y).sum(), (logits,)
+    )
 
 
 def test_weighted_transport_terms_match_pot():
@@ -330,7 +348,9 @@ def test_weighted_transport_weight_gradient_matches_finite_differences():
         p = weights / weights.sum()
         return cross_ot(p, cost, 0.7, 600) - 0.5 * self_ot(p, leave_one_out_measure(weights), self_cost, 0.5, 600)
 
-    weights = (1.0 + torch.rand(8, dtype=torch.float64, generator=torch.Generator().manual_seed(47))).requires_grad_(True)
+    weights = (1.0 + torch.rand(8, dtype=torch.float64, generator=torch.Generator().manual_seed(47))).requires_grad_(
+        True
+    )
     assert torch.autograd.gradcheck(divergence, (weights,), atol=1e-6, rtol=1e-4)
 
 
@@ -345,7 +365,9 @@ def test_weighted_san_generator_loss_and_critic_steps(loss):
     before = [p.detach().clone() for p in objective.critic_parameters()]
     form.critic_step(x, torch.full((10,), 0.1, dtype=torch.float64))
     assert any(not torch.equal(a, b.detach()) for a, b in zip(before, objective.critic_parameters()))
-    assert float(objective.direction.detach().norm()) == pytest.approx(1.0, abs=1e-6)  # after_critic_step re-projected it
+    assert float(objective.direction.detach().norm()) == pytest.approx(
+        1.0, abs=1e-6
+    )  # after_critic_step re-projected it
 
 
 # ----------------------------------------------------------------------------- resample probe
@@ -356,8 +378,12 @@ def constructed_case(seed=0):
     features are independent of the attacked ones and all equally off, so no reweighting can help there."""
     n, d = 200, 4
     good, bad = gaussian(n // 2, d, seed=seed), gaussian(n // 2, d, shift=2.5, seed=seed + 1)
-    attacked = resample.SpaceFeatures(torch.cat([good, bad]), gaussian(400, d, seed=seed + 2), gaussian(100, d, seed=seed + 3))
-    other = resample.SpaceFeatures(gaussian(n, d, shift=1.0, seed=seed + 4), gaussian(400, d, seed=seed + 5), gaussian(100, d, seed=seed + 6))
+    attacked = resample.SpaceFeatures(
+        torch.cat([good, bad]), gaussian(400, d, seed=seed + 2), gaussian(100, d, seed=seed + 3)
+    )
+    other = resample.SpaceFeatures(
+        gaussian(n, d, shift=1.0, seed=seed + 4), gaussian(400, d, seed=seed + 5), gaussian(100, d, seed=seed + 6)
+    )
     return {"attacked": attacked, "other": other}
 
 
@@ -383,10 +409,14 @@ def small_constructed_case(seed=0):
     """The constructed case at registry-test size: 30 matching + 30 shifted candidates in 3-d."""
     n, d = 60, 3
     good, bad = gaussian(n // 2, d, seed=seed), gaussian(n // 2, d, shift=2.5, seed=seed + 1)
-    attacked = resample.SpaceFeatures(torch.cat([good, bad]).float(), gaussian(120, d, seed=seed + 2).float(),
-                                      gaussian(40, d, seed=seed + 3).float())
-    other = resample.SpaceFeatures(gaussian(n, d, shift=1.0, seed=seed + 4).float(), gaussian(120, d, seed=seed + 5).float(),
-                                   gaussian(40, d, seed=seed + 6).float())
+    attacked = resample.SpaceFeatures(
+        torch.cat([good, bad]).float(), gaussian(120, d, seed=seed + 2).float(), gaussian(40, d, seed=seed + 3).float()
+    )
+    other = resample.SpaceFeatures(
+        gaussian(n, d, shift=1.0, seed=seed + 4).float(),
+        gaussian(120, d, seed=seed + 5).float(),
+        gaussian(40, d, seed=seed + 6).float(),
+    )
     return {"attacked": attacked, "other": other}
 
 
@@ -476,15 +506,41 @@ def shared_feature_cache(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", matchzoo.list_objectives())
-def test_cli_resample_prints_before_after_table(name, noisy_digits, shared_feature_cache, tmp_path, capsys, monkeypatch):
+def test_cli_resample_prints_before_after_table(
+    name, noisy_digits, shared_feature_cache, tmp_path, capsys, monkeypatch
+):
     from matchzoo.__main__ import main
 
     monkeypatch.setenv("MATCHZOO_CACHE_DIR", str(shared_feature_cache))
     out_json = tmp_path / "r.json"
     objective_args = [a for arg in CLI_OBJECTIVE_ARGS.get(name, []) for a in ("--objective_arg", arg)]
-    code = main(["probe", "resample", "--candidates", str(noisy_digits), "--spaces", "pixels,random_conv",
-                 "--attack", "random_conv", "--objective", name, *objective_args, "--num_candidates", "200",
-                 "--steps", "15", "--draws", "2", "--sample_size", "150", "--reference_size", "400", "--json", str(out_json)])
+    code = main(
+        [
+            "probe",
+            "resample",
+            "--candidates",
+            str(noisy_digits),
+            "--spaces",
+            "pixels,random_conv",
+            "--attack",
+            "random_conv",
+            "--objective",
+            name,
+            *objective_args,
+            "--num_candidates",
+            "200",
+            "--steps",
+            "15",
+            "--draws",
+            "2",
+            "--sample_size",
+            "150",
+            "--reference_size",
+            "400",
+            "--json",
+            str(out_json),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert f"minimise weighted {name} in random_conv" in out
@@ -497,23 +553,67 @@ def test_cli_resample_prints_before_after_table(name, noisy_digits, shared_featu
 def test_cli_topn_with_linear_probe_and_errors(noisy_digits, capsys):
     from matchzoo.__main__ import main
 
-    code = main(["probe", "topn", "--candidates", str(noisy_digits), "--spaces", "pixels", "--classifier", "pixels",
-                 "--top_n", "1,2", "--steps", "10", "--draws", "1", "--sample_size", "100"])
+    code = main(
+        [
+            "probe",
+            "topn",
+            "--candidates",
+            str(noisy_digits),
+            "--spaces",
+            "pixels",
+            "--classifier",
+            "pixels",
+            "--top_n",
+            "1,2",
+            "--steps",
+            "10",
+            "--draws",
+            "1",
+            "--sample_size",
+            "100",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "top-1 class histogram" in out and "top-2 class histogram" in out
-    assert main(["probe", "resample", "--candidates", str(noisy_digits), "--spaces", "pixels", "--attack", "random_conv"]) == 2
+    assert (
+        main(["probe", "resample", "--candidates", str(noisy_digits), "--spaces", "pixels", "--attack", "random_conv"])
+        == 2
+    )
     assert "--attack 'random_conv' must be one of the --spaces" in capsys.readouterr().err
-    assert main(["probe", "resample", "--candidates", "/nonexistent.npz", "--attack", "pixels", "--spaces", "pixels"]) == 2
+    assert (
+        main(["probe", "resample", "--candidates", "/nonexistent.npz", "--attack", "pixels", "--spaces", "pixels"]) == 2
+    )
     capsys.readouterr()
-    for objective_arg, message in [("critic_lr=abc", "cannot build san with {'critic_lr': 'abc'}: could not convert"),
-                                   ("nope=1", "cannot build san with {'nope': 1}: ")]:
-        assert main(["probe", "resample", "--candidates", str(noisy_digits), "--spaces", "pixels", "--attack", "pixels",
-                     "--objective", "san", "--objective_arg", objective_arg]) == 2
+    for objective_arg, message in [
+        ("critic_lr=abc", "cannot build san with {'critic_lr': 'abc'}: could not convert"),
+        ("nope=1", "cannot build san with {'nope': 1}: "),
+    ]:
+        assert (
+            main(
+                [
+                    "probe",
+                    "resample",
+                    "--candidates",
+                    str(noisy_digits),
+                    "--spaces",
+                    "pixels",
+                    "--attack",
+                    "pixels",
+                    "--objective",
+                    "san",
+                    "--objective_arg",
+                    objective_arg,
+                ]
+            )
+            == 2
+        )
         errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
         assert len(errors) == 1 and message in errors[0] and errors[0].startswith("matchzoo: error: --objective_arg")
 
 
 def test_unchanged_weights_give_identical_before_and_after():
     features = constructed_case()
-    result = resample.resample_probe(features, "attacked", lambda x, w: w.sum() * 0.0 + 1.0, sample_size=50, steps=3, draws=2)
+    result = resample.resample_probe(
+        features, "attacked", lambda x, w: w.sum() * 0.0 + 1.0, sample_size=50, steps=3, draws=2
+    )
     assert all(r.fd_after == r.fd_before for r in result.rows)

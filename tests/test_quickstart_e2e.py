@@ -1,4 +1,5 @@
 """End to end: the quickstart (shortened) creates an MLflow run with the expected metrics and artifacts."""
+
 import math
 import subprocess
 import sys
@@ -7,13 +8,26 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHORT = ["--gin_param", "train.steps = 40", "--gin_param", "train.eval_every = 20",
-         "--gin_param", "train.checkpoint_every = 20", "--gin_param", "train.progress = False"]
+SHORT = [
+    "--gin_param",
+    "train.steps = 40",
+    "--gin_param",
+    "train.eval_every = 20",
+    "--gin_param",
+    "train.checkpoint_every = 20",
+    "--gin_param",
+    "train.progress = False",
+]
 
 
 def run_cli(args, cwd):
-    return subprocess.run([sys.executable, "-m", "matchzoo.run", "--gin", str(REPO / "gin" / "quickstart.gin"), *args],
-                          cwd=cwd, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "matchzoo.run", "--gin", str(REPO / "gin" / "quickstart.gin"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.mark.slow
@@ -22,7 +36,9 @@ def test_quickstart_creates_mlflow_run(isolated_runs):
     assert result.returncode == 0, result.stderr[-2000:]
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{Path.cwd() / 'runs' / 'mlflow.db'}")  # absolute: MLflow caches stores by URI
+    client = MlflowClient(
+        tracking_uri=f"sqlite:///{Path.cwd() / 'runs' / 'mlflow.db'}"
+    )  # absolute: MLflow caches stores by URI
     experiment = client.get_experiment_by_name("quickstart")
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 1
@@ -56,6 +72,8 @@ def test_quickstart_creates_mlflow_run(isolated_runs):
 
 @pytest.mark.slow
 def test_unused_binding_is_reported(isolated_runs):
-    result = run_cli([*SHORT[:2], "--gin_param", "train.progress = False", "--gin_param", "npz.key = 'x'"], isolated_runs)
+    result = run_cli(
+        [*SHORT[:2], "--gin_param", "train.progress = False", "--gin_param", "npz.key = 'x'"], isolated_runs
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "never used" in result.stderr and "npz.key" in result.stderr

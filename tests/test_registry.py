@@ -45,6 +45,7 @@ def test_duplicate_name_raises():
         pass
 
     with pytest.raises(ValueError, match="already registered"):
+
         @registry.register("dup_widget")
         class Second:
             pass
@@ -64,10 +65,22 @@ def test_invalid_name_rejected():
 
 
 def test_public_api_names():
-    for name in ["register_objective", "register_feature_space", "register_generator", "register_dataset",
-                 "make_objective", "make_feature_space", "make_generator", "make_dataset", "list_objectives",
-                 "list_feature_spaces", "list_generators", "list_datasets", "frechet_distance",
-                 "frechet_distance_from_stats"]:
+    for name in [
+        "register_objective",
+        "register_feature_space",
+        "register_generator",
+        "register_dataset",
+        "make_objective",
+        "make_feature_space",
+        "make_generator",
+        "make_dataset",
+        "list_objectives",
+        "list_feature_spaces",
+        "list_generators",
+        "list_datasets",
+        "frechet_distance",
+        "frechet_distance_from_stats",
+    ]:
         assert callable(getattr(matchzoo, name)), name
     assert "fd" in matchzoo.list_objectives()
     assert {"pixels", "random_conv"} <= set(matchzoo.list_feature_spaces())

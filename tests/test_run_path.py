@@ -1,5 +1,6 @@
 """The run path: parse -> build the experiment (seed, then the factories) -> run; the optimiser as a gin
 factory; ``train.*`` split into parts; ``train/`` independent of the gin layer."""
+
 import ast
 import dataclasses
 import inspect
@@ -63,20 +64,40 @@ def test_critics_built_from_factories_follow_the_seed():
     assert not all(torch.equal(a, b) for a, b in zip(first, reseeded))
 
 
-@pytest.mark.parametrize("params, words", [
-    (["train.generator = @mlp()"], "train.generator = @mlp() builds the generator before train.seed is applied; "
-                                   "write train.generator = @mlp (no parentheses)"),
-    (["train.terms = [@term()]", "term.space = @pixels()", "term.objective = @san()"],
-     "train.terms: term 'pixels.san' was built before train.seed is applied"),
-    (["train.optimizer = 'adam'"], "train.optimizer must be an optimiser factory such as @adam or @adamw (no "
-                                   "parentheses), got the string 'adam'"),
-    (["train.optimizer = @pixels"], "train.optimizer = @pixels cannot build an optimiser from (parameters, lr, betas)"),
-    (["train.optimizer = @adam()"], "adam() missing 3 required positional arguments: 'parameters', 'lr', and 'betas' "
-                                    "(if @adam() is a factory such as train.optimizer's, write @adam)"),
-    (["adamw.weight_decay = -1", "train.optimizer = @adamw"], "adamw.weight_decay must be >= 0.0, got -1.0"),
-    (["adam.lr = 0.1"], "'adam' has denylisted kwarg 'lr'. Its caller passes it: an optimiser's learning rate "
-                        "and betas are train.lr"),
-])
+@pytest.mark.parametrize(
+    "params, words",
+    [
+        (
+            ["train.generator = @mlp()"],
+            "train.generator = @mlp() builds the generator before train.seed is applied; "
+            "write train.generator = @mlp (no parentheses)",
+        ),
+        (
+            ["train.terms = [@term()]", "term.space = @pixels()", "term.objective = @san()"],
+            "train.terms: term 'pixels.san' was built before train.seed is applied",
+        ),
+        (
+            ["train.optimizer = 'adam'"],
+            "train.optimizer must be an optimiser factory such as @adam or @adamw (no "
+            "parentheses), got the string 'adam'",
+        ),
+        (
+            ["train.optimizer = @pixels"],
+            "train.optimizer = @pixels cannot build an optimiser from (parameters, lr, betas)",
+        ),
+        (
+            ["train.optimizer = @adam()"],
+            "adam() missing 3 required positional arguments: 'parameters', 'lr', and 'betas' "
+            "(if @adam() is a factory such as train.optimizer's, write @adam)",
+        ),
+        (["adamw.weight_decay = -1", "train.optimizer = @adamw"], "adamw.weight_decay must be >= 0.0, got -1.0"),
+        (
+            ["adam.lr = 0.1"],
+            "'adam' has denylisted kwarg 'lr'. Its caller passes it: an optimiser's learning rate "
+            "and betas are train.lr",
+        ),
+    ],
+)
 def test_wrong_factories_are_one_line(isolated_runs, capsys, params, words):
     code, lines = errors(capsys, *params)
     assert code == 2 and len(lines) == 1 and words in lines[0], lines
@@ -108,11 +129,18 @@ def test_the_train_package_never_imports_the_gin_layer():
     offenders = []
     for path in sorted((REPO / "matchzoo" / "train").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
-                     else [f"{node.module}.{alias.name}" for alias in node.names] if isinstance(node, ast.ImportFrom)
-                     else [])
-            offenders += [f"{path.name}: {name}" for name in names
-                          if name.startswith(("matchzoo.config", "matchzoo.stored_config", "matchzoo.run"))]
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [f"{node.module}.{alias.name}" for alias in node.names]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            offenders += [
+                f"{path.name}: {name}"
+                for name in names
+                if name.startswith(("matchzoo.config", "matchzoo.stored_config", "matchzoo.run"))
+            ]
     assert offenders == [], offenders
 
 
@@ -123,8 +151,9 @@ def test_checkpoints_from_before_the_factories_resume(isolated_runs, capsys):
     payload = checkpoint.load(path)
     text = payload["operative_config"]
     assert "train.generator = @mlp\n" in text and "adam.weight_decay = 0.0\n" in text
-    payload["operative_config"] = (text.replace("train.generator = @mlp\n", "train.generator = @mlp()\n")
-                                   .replace("adam.weight_decay = 0.0\n", ""))
+    payload["operative_config"] = text.replace("train.generator = @mlp\n", "train.generator = @mlp()\n").replace(
+        "adam.weight_decay = 0.0\n", ""
+    )
     checkpoint.save_atomic({k: v for k, v in payload.items() if k != "format"}, path)
     assert errors(capsys, "train.steps = 3", resume="runs/old")[0] == 0
     assert checkpoint.load(path)["step"] == 3

@@ -1,4 +1,5 @@
 """`list --spaces`, the gin fragments in gin/spaces/, fingerprints and the offline spaces, driven by the registry."""
+
 from pathlib import Path
 
 import gin
@@ -63,7 +64,10 @@ def test_offline_spaces_are_frozen_differentiable_and_match_their_catalog(name):
 
 
 def test_fingerprint_follows_preprocessing_and_weights():
-    assert matchzoo.make_feature_space("pixels", size=8).fingerprint != matchzoo.make_feature_space("pixels", size=4).fingerprint
+    assert (
+        matchzoo.make_feature_space("pixels", size=8).fingerprint
+        != matchzoo.make_feature_space("pixels", size=4).fingerprint
+    )
     ssl, clf = matchzoo.make_feature_space("digits_ssl"), matchzoo.make_feature_space("digits_classifier")
     assert ssl.fingerprint != clf.fingerprint  # same architecture and preprocessing, different weights
     assert ssl.fingerprint == matchzoo.make_feature_space("digits_ssl").fingerprint

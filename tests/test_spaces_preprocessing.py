@@ -1,4 +1,5 @@
 """Preprocessing as data: exact reference resizers against independent oracles, channels, normalisation."""
+
 import numpy as np
 import pytest
 import torch
@@ -57,7 +58,7 @@ def dinov2_reference_pipeline(image_uint8: np.ndarray) -> np.ndarray:
     for c in range(3):  # float mode per channel: no uint8 rounding between the two resize passes
         plane = Image.fromarray(image_uint8[..., c].astype(np.float32), mode="F").resize((224, 224), Image.BICUBIC)
         channels.append(np.asarray(plane, dtype=np.float64) / 255.0)
-    return ((np.stack(channels) - mean[:, None, None]) / std[:, None, None])  # (3, 224, 224)
+    return (np.stack(channels) - mean[:, None, None]) / std[:, None, None]  # (3, 224, 224)
 
 
 @pytest.mark.parametrize("size", [64, 256])

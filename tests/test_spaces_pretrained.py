@@ -1,6 +1,5 @@
 """Pretrained backbones (timm, open_clip, FID Inception) without network: random init, local files, caches,
 and the offline error path. Weight files are created by the tests themselves."""
-import os
 
 import pytest
 import torch
@@ -13,7 +12,9 @@ from matchzoo.spaces.clip_spaces import OpenClipSpace
 from matchzoo.spaces.inception import FID_WEIGHTS_FILE, FIDInception, build_fid_inception
 from matchzoo.spaces.timm_spaces import TimmSpace
 
-PRETRAINED = [name for name, cls in matchzoo.FEATURE_SPACES.items() if issubclass(cls, (TimmSpace, OpenClipSpace, FIDInception))]
+PRETRAINED = [
+    name for name, cls in matchzoo.FEATURE_SPACES.items() if issubclass(cls, (TimmSpace, OpenClipSpace, FIDInception))
+]
 
 
 @pytest.fixture
@@ -28,8 +29,17 @@ def no_weights_anywhere(tmp_path, monkeypatch):
 
 
 def test_the_issue_lists_every_pretrained_space():
-    assert set(PRETRAINED) == {"inception", "dinov2_vits14", "dinov2_vitb14", "dinov2_vitl14", "clip_vitb32",
-                               "clip_vitl14", "siglip", "mae_vitl16", "convnextv2_base"}
+    assert set(PRETRAINED) == {
+        "inception",
+        "dinov2_vits14",
+        "dinov2_vitb14",
+        "dinov2_vitl14",
+        "clip_vitb32",
+        "clip_vitl14",
+        "siglip",
+        "mae_vitl16",
+        "convnextv2_base",
+    }
 
 
 # One backbone per family runs in the fast suite; ViT-B/L-size backbones (10-50 s each on a shared CPU core)
@@ -67,7 +77,9 @@ def test_missing_weights_offline_is_one_line_naming_model_caches_and_fix(name, n
 
 
 def test_missing_weights_exits_2_with_one_line_from_the_cli(no_weights_anywhere, capsys):
-    code = cli_main(["stats", "--dataset", "digits", "--spaces", "dinov2_vitl14", "--cache_dir", str(no_weights_anywhere)])
+    code = cli_main(
+        ["stats", "--dataset", "digits", "--spaces", "dinov2_vitl14", "--cache_dir", str(no_weights_anywhere)]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0 and "vit_large_patch14_dinov2" in err
 
@@ -86,8 +98,9 @@ def test_timm_state_dict_through_weights_reproduces_the_model(no_weights_anywher
     import timm
 
     torch.manual_seed(5)
-    model = timm.create_model("vit_small_patch14_dinov2.lvd142m", pretrained=False, num_classes=0, img_size=224,
-                              global_pool="token").eval()
+    model = timm.create_model(
+        "vit_small_patch14_dinov2.lvd142m", pretrained=False, num_classes=0, img_size=224, global_pool="token"
+    ).eval()
     path = no_weights_anywhere / "dino_s.pth"
     torch.save(model.state_dict(), path)
     space = matchzoo.make_feature_space("dinov2_vits14", weights=str(path))
@@ -145,11 +158,32 @@ def test_fid_inception_loads_from_the_torch_hub_cache(no_weights_anywhere):
     with torch.no_grad():
         x = preprocess(images, space.preprocessing)
         assert x.shape[-1] == 299
-        pool3 = torch.nn.Sequential(*[getattr(reference, n) for n in
-                                      ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1",
-                                       "Conv2d_4a_3x3", "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a",
-                                       "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b",
-                                       "Mixed_7c", "avgpool")])
+        pool3 = torch.nn.Sequential(
+            *[
+                getattr(reference, n)
+                for n in (
+                    "Conv2d_1a_3x3",
+                    "Conv2d_2a_3x3",
+                    "Conv2d_2b_3x3",
+                    "maxpool1",
+                    "Conv2d_3b_1x1",
+                    "Conv2d_4a_3x3",
+                    "maxpool2",
+                    "Mixed_5b",
+                    "Mixed_5c",
+                    "Mixed_5d",
+                    "Mixed_6a",
+                    "Mixed_6b",
+                    "Mixed_6c",
+                    "Mixed_6d",
+                    "Mixed_6e",
+                    "Mixed_7a",
+                    "Mixed_7b",
+                    "Mixed_7c",
+                    "avgpool",
+                )
+            ]
+        )
         torch.testing.assert_close(space(images), pool3(x).flatten(1), rtol=1e-5, atol=1e-5)
     random = matchzoo.make_feature_space("inception", pretrained=False)
     assert random.fingerprint != space.fingerprint
@@ -178,6 +212,8 @@ def test_failed_download_becomes_one_line_missing_weights_error(no_weights_anywh
 
     monkeypatch.setattr(timm, "create_model", offline_create_model)
     monkeypatch.setattr("matchzoo.spaces.resolve.download_blocked", lambda location: None)  # the host answers
-    with pytest.raises(MissingWeightsError, match="could not download weights for vit_small_patch14_dinov2.*OSError") as info:
+    with pytest.raises(
+        MissingWeightsError, match="could not download weights for vit_small_patch14_dinov2.*OSError"
+    ) as info:
         matchzoo.make_feature_space("dinov2_vits14")
     assert "second line" not in str(info.value)

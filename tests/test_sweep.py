@@ -1,4 +1,5 @@
 """Sweeps: grid parsing, cartesian expansion, stable cell ids, skip-finished resume, failed cells recorded."""
+
 from __future__ import annotations
 
 import pytest
@@ -34,7 +35,9 @@ def fake_runner(client, fail_on=(), fail_after_creating=()):
         experiment = client.get_experiment_by_name("fake") or None
         experiment_id = experiment.experiment_id if experiment else client.create_experiment("fake")
         objective = gin_params[-1].split("@")[-1].strip("()")
-        run_id = client.create_run(experiment_id, tags={**tags, "objective": objective, "train_space": "pixels"}).info.run_id
+        run_id = client.create_run(
+            experiment_id, tags={**tags, "objective": objective, "train_space": "pixels"}
+        ).info.run_id
         if any(bad in joined for bad in fail_after_creating):
             raise RuntimeError("boom inside the run")
         client.set_terminated(run_id, "FINISHED")
@@ -93,8 +96,13 @@ def test_sweep_file_and_command_line_build_the_same_spec(experiment_file, tmp_pa
         "              'term.space': [@pixels()]}\n"
     )
     from_file = sweep.build_spec([str(sweep_file)], [], [], None, None)
-    from_args = sweep.build_spec([str(experiment_file)], ["term.objective=[@fd(), @sinkhorn()]", "term.space=[@pixels()]"],
-                                 ["train.steps = 3"], "zoo", None)
+    from_args = sweep.build_spec(
+        [str(experiment_file)],
+        ["term.objective=[@fd(), @sinkhorn()]", "term.space=[@pixels()]"],
+        ["train.steps = 3"],
+        "zoo",
+        None,
+    )
     assert from_file.experiments == [str(experiment_file.resolve())]
     assert [c.cell_id for c in sweep.expand(from_file)] == [c.cell_id for c in sweep.expand(from_args)]
     assert sweep.sweep_name(from_file, sweep.expand(from_file)) == "zoo"
@@ -108,8 +116,11 @@ def test_sweep_file_rejects_other_bindings(tmp_path):
 
 
 def test_rerun_skips_finished_cells_and_failures_do_not_stop(client, experiment_file):
-    spec = sweep.SweepSpec(experiments=[str(experiment_file)],
-                           grid={"term.objective": ["@fd()", "@bad()", "@worse()", "@mmd()"]}, name="resume-test")
+    spec = sweep.SweepSpec(
+        experiments=[str(experiment_file)],
+        grid={"term.objective": ["@fd()", "@bad()", "@worse()", "@mmd()"]},
+        name="resume-test",
+    )
     runner = fake_runner(client, fail_on=["@bad()"], fail_after_creating=["@worse()"])
     first = sweep.run_sweep(spec, runner=runner, client=client, log=lambda _: None)
     assert len(first.finished) == 2 and len(first.failed) == 2 and not first.skipped
@@ -144,7 +155,18 @@ def test_cli_dry_run_lists_cells(experiment_file, tmp_path, monkeypatch, capsys)
     from matchzoo.__main__ import main
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/m.db")
-    code = main(["sweep", "--gin", str(experiment_file), "--grid", "term.objective=[@fd(), @mmd()]", "--name", "dry", "--dry_run"])
+    code = main(
+        [
+            "sweep",
+            "--gin",
+            str(experiment_file),
+            "--grid",
+            "term.objective=[@fd(), @mmd()]",
+            "--name",
+            "dry",
+            "--dry_run",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "2 cells" in out and "term.objective=@mmd()" in out and out.count("[to run]") == 2
@@ -153,7 +175,9 @@ def test_cli_dry_run_lists_cells(experiment_file, tmp_path, monkeypatch, capsys)
 def test_cli_bad_name_is_one_line_error(experiment_file, capsys):
     from matchzoo.__main__ import main
 
-    code = main(["sweep", "--gin", str(experiment_file), "--grid", "term.objective=[@fd()]", "--name", "a b'", "--dry_run"])
+    code = main(
+        ["sweep", "--gin", str(experiment_file), "--grid", "term.objective=[@fd()]", "--name", "a b'", "--dry_run"]
+    )
     assert code == 2
     assert "sweep name" in capsys.readouterr().err
 

@@ -12,6 +12,7 @@ shipped minified in ``mlflow/server/js/build/static/js``)::
 ``run.data.metrics`` in the REST reply (``Run.to_proto``). JavaScript's default sort compares UTF-16 code
 units, which for these ASCII keys is Python's ``sorted``.
 """
+
 from __future__ import annotations
 
 import re
@@ -24,9 +25,15 @@ from matchzoo import keys, tracking
 REPO = Path(__file__).resolve().parent.parent
 
 TINY = [
-    "train.steps = 4", "train.batch_size = 32", "train.eval_every = 2", "train.stability_resamples = 2",
-    "train.eval_spaces = [@pixels(), @random_conv()]", "train.log_every = 1", "train.checkpoint_every = 4",
-    "train.progress = False", "train.experiment = 'ui'",
+    "train.steps = 4",
+    "train.batch_size = 32",
+    "train.eval_every = 2",
+    "train.stability_resamples = 2",
+    "train.eval_spaces = [@pixels(), @random_conv()]",
+    "train.log_every = 1",
+    "train.checkpoint_every = 4",
+    "train.progress = False",
+    "train.experiment = 'ui'",
 ]
 
 
@@ -47,29 +54,47 @@ def test_ui_rule_is_the_one_in_the_installed_mlflow_bundle():
     bundle = Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js"
     if not bundle.is_dir():
         pytest.skip("this mlflow install ships no UI bundle (mlflow-skinny)")
-    code = "".join(path.read_text(errors="ignore") for path in bundle.glob("*.js")
-                   if "diffParamKeys" in path.read_text(errors="ignore") or "latestMetricsByRunUuid" in path.read_text(errors="ignore"))
+    code = "".join(
+        path.read_text(errors="ignore")
+        for path in bundle.glob("*.js")
+        if "diffParamKeys" in path.read_text(errors="ignore")
+        or "latestMetricsByRunUuid" in path.read_text(errors="ignore")
+    )
     assert "selectedParamKeys:this.props.diffParamKeys.sort().slice(0,3)" in code
     assert "selectedMetricKeys:this.props.sharedMetricKeys.slice(0,1)" in code
-    shared = r"\w=\(\w,\w\)=>\(0,\w\.intersection\)\(\.\.\.\w\.map\(\w=>Object\.keys\(\w\.entities\.latestMetricsByRunUuid\[\w\]\)\)\)"
+    shared = (
+        r"\w=\(\w,\w\)=>\(0,\w\.intersection\)\(\.\.\.\w\.map\("
+        r"\w=>Object\.keys\(\w\.entities\.latestMetricsByRunUuid\[\w\]\)\)\)"
+    )
     assert re.search(shared, code), "sharedMetricKeys is no longer the ordered intersection of the runs' latest metrics"
 
 
 def test_summary_param_names_sort_before_every_gin_binding():
     """Gin scopes and selectors start with a letter or ``_``; a leading digit sorts before all of them."""
     names = [keys.OBJECTIVE_PARAM, keys.TRAIN_SPACE_PARAM, keys.STABILITY_PARAM]
-    bindings = ["A/term.space", "Z.x", "_private.x", "a/term.objective", "bures.center", "term.objective", "train.steps"]
+    bindings = [
+        "A/term.space",
+        "Z.x",
+        "_private.x",
+        "a/term.objective",
+        "bures.center",
+        "term.objective",
+        "train.steps",
+    ]
     assert sorted(names + bindings)[:3] == names
     assert tracking.summary_params({"objective": "fd", "train_space": "pixels", "sweep": "s"}) == {
-        "1 objective": "fd", "2 train_space": "pixels"}
+        "1 objective": "fd",
+        "2 train_space": "pixels",
+    }
 
 
 def test_flush_writes_fdrk_then_stability_first(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     tracker = tracking.Tracker("order", "r", {})
     tracker.log_metrics({"train/loss": 1.0}, step=0)
-    tracker.log_metrics({"eval/fd/pixels": 2.0, "eval/fdr/pixels": 3.0, "eval/stability/pixels": 0.5,
-                         "eval/fdr_k": 4.0}, step=0)
+    tracker.log_metrics(
+        {"eval/fd/pixels": 2.0, "eval/fdr/pixels": 3.0, "eval/stability/pixels": 0.5, "eval/fdr_k": 4.0}, step=0
+    )
     tracker.log_metrics({"eval/fdr_k": 5.0, "train/loss": 0.5}, step=1)
     tracker.finish()
     run = tracker.client.get_run(tracker.run_id)
@@ -100,8 +125,10 @@ def test_two_real_runs_open_on_objective_space_stability_fdrk(isolated_runs):
     from matchzoo.run import run_experiment
 
     cells = [("bures.gin", "@pixels()"), ("mmd.gin", "@random_conv()")]
-    run_ids = [run_experiment([str(REPO / "gin" / "offline" / experiment)], [*TINY, f"term.space = {space}"])
-               for experiment, space in cells]
+    run_ids = [
+        run_experiment([str(REPO / "gin" / "offline" / experiment)], [*TINY, f"term.space = {space}"])
+        for experiment, space in cells
+    ]
     client = tracking.client()
     runs = [client.get_run(run_id) for run_id in run_ids]
     params, metrics = compare_page_defaults(runs)
@@ -110,6 +137,8 @@ def test_two_real_runs_open_on_objective_space_stability_fdrk(isolated_runs):
     assert [run.data.params["1 objective"] for run in runs] == ["bures", "mmd"]
     assert [run.data.params["2 train_space"] for run in runs] == ["pixels", "random_conv"]
     for run in runs:
-        assert float(run.data.params["3 stability"]) == pytest.approx(run.data.metrics[f"eval/stability/{run.data.tags['train_space']}"], rel=1e-5)
+        assert float(run.data.params["3 stability"]) == pytest.approx(
+            run.data.metrics[f"eval/stability/{run.data.tags['train_space']}"], rel=1e-5
+        )
         assert any(key.startswith("bures.") for key in run.data.params) == (run.data.tags["objective"] == "bures")
         assert run.data.params["train.steps"] == "4"  # gin bindings stay params under their own names

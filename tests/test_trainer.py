@@ -1,4 +1,5 @@
 """Trainer behaviour: resume after kill -9 reproduces an uninterrupted run; bad generators and NaNs stop cleanly."""
+
 import os
 import signal
 import subprocess
@@ -10,14 +11,30 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-BASE = ["--gin", str(REPO / "gin" / "quickstart.gin"), "--gin_param", "train.steps = 60",
-        "--gin_param", "train.eval_every = 30", "--gin_param", "train.checkpoint_every = 10",
-        "--gin_param", "train.progress = False", "--gin_param", "train.batch_size = 64"]
+BASE = [
+    "--gin",
+    str(REPO / "gin" / "quickstart.gin"),
+    "--gin_param",
+    "train.steps = 60",
+    "--gin_param",
+    "train.eval_every = 30",
+    "--gin_param",
+    "train.checkpoint_every = 10",
+    "--gin_param",
+    "train.progress = False",
+    "--gin_param",
+    "train.batch_size = 64",
+]
 
 
 def start(args, cwd):
-    return subprocess.Popen([sys.executable, "-m", "matchzoo.run", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "matchzoo.run", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def final_metrics(run_dir: Path):
@@ -67,8 +84,13 @@ def test_kill_and_resume_equals_uninterrupted(isolated_runs):
 
 
 def test_wrong_generator_output_is_one_line_error(isolated_runs):
-    result = subprocess.run([sys.executable, "-m", "matchzoo.run", *BASE, "--gin_param", "mlp.image_shape = (1, 6, 6)"],
-                            cwd=isolated_runs, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "matchzoo.run", *BASE, "--gin_param", "mlp.image_shape = (1, 6, 6)"],
+        cwd=isolated_runs,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 2
     assert "returned shape" in result.stderr and "Traceback" not in result.stderr
 
@@ -80,20 +102,25 @@ def test_nonfinite_loss_stops_with_named_term(isolated_runs):
 
     name = "test_nan_objective"
     if name not in matchzoo.list_objectives():
+
         @matchzoo.register_objective(name)
         class NanObjective(matchzoo.Objective):
             def forward(self, fake, real):
                 return matchzoo.LossOutput(fake.sum() * float("nan"), {})
 
     with pytest.raises(MatchzooError, match=r"digits_ssl.test_nan_objective.*step 1"):
-        run_experiment([str(REPO / "gin" / "quickstart.gin")],
-                       [f"ssl/term.objective = @{name}()", "train.progress = False", "train.steps = 5"])
+        run_experiment(
+            [str(REPO / "gin" / "quickstart.gin")],
+            [f"ssl/term.objective = @{name}()", "train.progress = False", "train.steps = 5"],
+        )
 
 
 @pytest.mark.slow
 def test_ctrl_c_saves_checkpoint_and_marks_run_killed(isolated_runs):
-    run = start([*BASE, "--gin_param", "train.steps = 100000", "--gin_param", "train.run_dir = 'runs/interrupted'"],
-                isolated_runs)
+    run = start(
+        [*BASE, "--gin_param", "train.steps = 100000", "--gin_param", "train.run_dir = 'runs/interrupted'"],
+        isolated_runs,
+    )
     checkpoint = isolated_runs / "runs" / "interrupted" / "checkpoint.pt"
     deadline = time.time() + 600
     while not checkpoint.is_file() and time.time() < deadline:

@@ -1,5 +1,6 @@
 """Processes and waits (issue 11, items 6-8): the MLflow UI stops every process it started, a busy port or a
 failing server is an error, probe options are checked, missing weights are reported at once and all together."""
+
 from __future__ import annotations
 
 import os
@@ -45,32 +46,43 @@ def candidates(tmp_path):
     return str(path)
 
 
-@pytest.mark.parametrize("option, value, expected", [
-    ("--draws", "0", "must be >= 1, got 0"),
-    ("--num_candidates", "0", "must be >= 1, got 0"),
-    ("--num_candidates", "-3", "must be >= 1, got -3"),  # used to keep 397 of 400 candidates
-    ("--lr", "nan", "must be a finite number"),
-    ("--lr", "-0.1", "must be > 0.0"),
-    ("--reference_size", "0", "must be >= 2, got 0"),
-    ("--steps", "-5", "must be >= 0, got -5"),  # used to exit 0 reporting "nan -> nan"
-    ("--sample_size", "0", "must be >= 2, got 0"),
-    ("--seed", "-1", "must be >= 0, got -1"),
-    ("--seed", "1e30", "must be <= 9223372036854775807"),
-    ("--seed", "abc", "expected a number, got 'abc'"),
-])
+@pytest.mark.parametrize(
+    "option, value, expected",
+    [
+        ("--draws", "0", "must be >= 1, got 0"),
+        ("--num_candidates", "0", "must be >= 1, got 0"),
+        ("--num_candidates", "-3", "must be >= 1, got -3"),  # used to keep 397 of 400 candidates
+        ("--lr", "nan", "must be a finite number"),
+        ("--lr", "-0.1", "must be > 0.0"),
+        ("--reference_size", "0", "must be >= 2, got 0"),
+        ("--steps", "-5", "must be >= 0, got -5"),  # used to exit 0 reporting "nan -> nan"
+        ("--sample_size", "0", "must be >= 2, got 0"),
+        ("--seed", "-1", "must be >= 0, got -1"),
+        ("--seed", "1e30", "must be <= 9223372036854775807"),
+        ("--seed", "abc", "expected a number, got 'abc'"),
+    ],
+)
 def test_bad_probe_option_is_one_line_naming_it(candidates, capsys, option, value, expected):
-    code = exit_code(["probe", "resample", "--candidates", candidates, "--spaces", "pixels", "--attack", "pixels",
-                      option, value])
+    code = exit_code(
+        ["probe", "resample", "--candidates", candidates, "--spaces", "pixels", "--attack", "pixels", option, value]
+    )
     errors = error_lines(capsys)
     assert code == 2 and len(errors) == 1, errors
     assert errors[0].startswith("matchzoo: error:") and option in errors[0] and expected in errors[0], errors
 
 
-@pytest.mark.parametrize("value, expected", [("0,abc", "must be >= 1, got 0"), ("1,abc", "expected a number, got 'abc'"),
-                                             (",", "comma-separated positive integers")])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("0,abc", "must be >= 1, got 0"),
+        ("1,abc", "expected a number, got 'abc'"),
+        (",", "comma-separated positive integers"),
+    ],
+)
 def test_bad_top_n_is_one_line(candidates, capsys, value, expected):
-    code = exit_code(["probe", "topn", "--candidates", candidates, "--spaces", "pixels", "--classifier", "pixels",
-                      "--top_n", value])
+    code = exit_code(
+        ["probe", "topn", "--candidates", candidates, "--spaces", "pixels", "--classifier", "pixels", "--top_n", value]
+    )
     errors = error_lines(capsys)
     assert code == 2 and len(errors) == 1 and "--top_n" in errors[0] and expected in errors[0], errors
 
@@ -91,14 +103,53 @@ def test_probe_library_refuses_negative_steps_and_counts(candidates):
 @pytest.mark.filterwarnings("ignore:Fréchet distance from n=")  # n < D keeps it fast
 def test_probe_resample_shows_progress(candidates, capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("MATCHZOO_CACHE_DIR", str(tmp_path / "cache"))
-    code = main(["probe", "resample", "--candidates", candidates, "--spaces", "pixels", "--attack", "pixels",
-                 "--reference", "digits", "--steps", "3", "--draws", "2", "--sample_size", "10", "--reference_size", "50"])
+    code = main(
+        [
+            "probe",
+            "resample",
+            "--candidates",
+            candidates,
+            "--spaces",
+            "pixels",
+            "--attack",
+            "pixels",
+            "--reference",
+            "digits",
+            "--steps",
+            "3",
+            "--draws",
+            "2",
+            "--sample_size",
+            "10",
+            "--reference_size",
+            "50",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 0, err
     for stage in ("features", "candidates in pixels", "digits/train in pixels", "weights", "objective=", "draws"):
         assert stage in err, err
-    main(["probe", "resample", "--candidates", candidates, "--spaces", "pixels", "--attack", "pixels", "--steps", "3",
-          "--draws", "2", "--sample_size", "10", "--reference_size", "50", "--no_progress"])
+    main(
+        [
+            "probe",
+            "resample",
+            "--candidates",
+            candidates,
+            "--spaces",
+            "pixels",
+            "--attack",
+            "pixels",
+            "--steps",
+            "3",
+            "--draws",
+            "2",
+            "--sample_size",
+            "10",
+            "--reference_size",
+            "50",
+            "--no_progress",
+        ]
+    )
     assert capsys.readouterr().err == ""
 
 
@@ -127,7 +178,9 @@ def test_ui_on_a_busy_port_is_one_line(capsys):
         started = time.monotonic()
         code = main(["ui", "--port", str(port)])
     errors = error_lines(capsys)
-    assert code == 2 and errors == [f"matchzoo: error: port {port} is in use on 127.0.0.1; pass --port N with a free port"]
+    assert code == 2 and errors == [
+        f"matchzoo: error: port {port} is in use on 127.0.0.1; pass --port N with a free port"
+    ]
     assert time.monotonic() - started < 5
 
 
@@ -208,8 +261,14 @@ def test_ui_sigterm_leaves_no_mlflow_process_serving(tmp_path):
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     with open(tmp_path / "ui.log", "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "matchzoo", "ui", "--port", str(port)], cwd=tmp_path, env=env,
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "matchzoo", "ui", "--port", str(port)],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     groups: set[int] = set()
     try:
         wait_until_serving(port, process, timeout=120)
@@ -261,7 +320,9 @@ def test_every_missing_weight_is_in_one_line(empty_caches, monkeypatch):
             assert place in message
     weights = empty_caches / "dino.pth"
     weights.write_bytes(b"")
-    resolved = check_weights([WeightsRequest("dinov2_vitb14", str(weights)), WeightsRequest("inception", pretrained=False)])
+    resolved = check_weights(
+        [WeightsRequest("dinov2_vitb14", str(weights)), WeightsRequest("inception", pretrained=False)]
+    )
     assert resolved["dinov2_vitb14"].path == weights and resolved["inception"].path is None
 
 
@@ -275,7 +336,9 @@ def test_unreachable_hub_fails_at_once_instead_of_retrying(empty_caches, monkeyp
     port = free_port()  # nothing listens there: the hub is "down"
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
     started = time.monotonic()
-    with pytest.raises(MissingWeightsError, match=rf"dinov2_vits14 .* the download host 127.0.0.1:{port} is unreachable"):
+    with pytest.raises(
+        MissingWeightsError, match=rf"dinov2_vits14 .* the download host 127.0.0.1:{port} is unreachable"
+    ):
         matchzoo.make_feature_space("dinov2_vits14")
     assert time.monotonic() - started < 10
 
@@ -295,16 +358,32 @@ def test_download_check_connects_to_the_configured_proxy(monkeypatch):
 def test_weights_requests_follow_gin_scoping():
     from matchzoo.spaces.resolve import WeightsRequest, configured_requests
 
-    bindings = {"dinov2_vitb14.weights": "/w/dino.pth", "ssl/dinov2_vitb14.weights": "/w/ssl.pth",
-                "px/inception.pretrained": False}
-    references = [("", "dinov2_vitb14"), ("ssl/deep", "dinov2_vitb14"), ("px", "inception"), ("", "inception"),
-                  ("", "pixels"), ("", "mlp")]
+    bindings = {
+        "dinov2_vitb14.weights": "/w/dino.pth",
+        "ssl/dinov2_vitb14.weights": "/w/ssl.pth",
+        "px/inception.pretrained": False,
+    }
+    references = [
+        ("", "dinov2_vitb14"),
+        ("ssl/deep", "dinov2_vitb14"),
+        ("px", "inception"),
+        ("", "inception"),
+        ("", "pixels"),
+        ("", "mlp"),
+    ]
     requests = configured_requests(references, lambda binding, default: bindings.get(binding, default))
-    assert requests == [WeightsRequest("dinov2_vitb14", "/w/dino.pth"), WeightsRequest("dinov2_vitb14", "/w/ssl.pth"),
-                        WeightsRequest("inception", pretrained=False), WeightsRequest("inception")]
-    assert [r.setting for r in requests] == ["dinov2_vitb14.weights = '/path/to/file'",
-                                             "ssl/dinov2_vitb14.weights = '/path/to/file'",
-                                             "inception.weights = '/path/to/file'", "inception.weights = '/path/to/file'"]
+    assert requests == [
+        WeightsRequest("dinov2_vitb14", "/w/dino.pth"),
+        WeightsRequest("dinov2_vitb14", "/w/ssl.pth"),
+        WeightsRequest("inception", pretrained=False),
+        WeightsRequest("inception"),
+    ]
+    assert [r.setting for r in requests] == [
+        "dinov2_vitb14.weights = '/path/to/file'",
+        "ssl/dinov2_vitb14.weights = '/path/to/file'",
+        "inception.weights = '/path/to/file'",
+        "inception.weights = '/path/to/file'",
+    ]
     from matchzoo.spaces.resolve import option_requests  # evaluate/stats: --space_param SPACE.KEY=VALUE
 
     requests = option_requests({"dinov2_vitb14": {"weights": "/w/dino.pth"}, "inception": {"pretrained": False}})
@@ -314,8 +393,18 @@ def test_weights_requests_follow_gin_scoping():
 
 def test_probe_reports_missing_weights_before_any_work(empty_caches, candidates, capsys, monkeypatch):
     monkeypatch.setenv("MATCHZOO_OFFLINE", "1")
-    code = main(["probe", "resample", "--candidates", candidates, "--spaces", "pixels,dinov2_vits14,clip_vitb32",
-                 "--attack", "pixels"])
+    code = main(
+        [
+            "probe",
+            "resample",
+            "--candidates",
+            candidates,
+            "--spaces",
+            "pixels,dinov2_vits14,clip_vitb32",
+            "--attack",
+            "pixels",
+        ]
+    )
     errors = error_lines(capsys)
     assert code == 2 and len(errors) == 1 and "no pretrained weights for 2 spaces" in errors[0], errors
     assert "dinov2_vits14 (timm" in errors[0] and "clip_vitb32 (open_clip" in errors[0]

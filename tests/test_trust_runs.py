@@ -4,6 +4,7 @@ A checkpoint someone hands you never executes its stored config; resume, SIGTERM
 the same run, a failing MLflow store and a full disk each leave the checkpoint and the MLflow run in a
 state that says what happened, with one line on stderr.
 """
+
 import os
 import signal
 import socket
@@ -23,8 +24,18 @@ from matchzoo.train import checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 QUICK = str(REPO / "gin" / "quickstart.gin")
-TINY = ["--gin", QUICK, "--gin_param", "train.steps = 2", "--gin_param", "train.batch_size = 8",
-        "--gin_param", "train.eval_spaces = []", "--gin_param", "train.progress = False"]
+TINY = [
+    "--gin",
+    QUICK,
+    "--gin_param",
+    "train.steps = 2",
+    "--gin_param",
+    "train.batch_size = 8",
+    "--gin_param",
+    "train.eval_spaces = []",
+    "--gin_param",
+    "train.progress = False",
+]
 MARKER = "pwned-marker"
 # gin given this text (as load_generator once did) runs the command when it builds the generator
 MALICIOUS = """from __gin__ import dynamic_registration
@@ -83,8 +94,21 @@ def write_malicious(path: Path, payload: dict, marker: Path) -> Path:
 def test_malicious_checkpoint_does_not_execute_through_evaluate(tmp_path, finished_run, capsys):
     marker = tmp_path / MARKER
     ckpt = write_malicious(tmp_path / "gift.pt", finished_run, marker)
-    code = cli_main(["evaluate", "--samples", str(ckpt), "--reference", "digits", "--spaces", "pixels",
-                     "--num_samples", "20", "--no_prdc", "--no_progress"])
+    code = cli_main(
+        [
+            "evaluate",
+            "--samples",
+            str(ckpt),
+            "--reference",
+            "digits",
+            "--spaces",
+            "pixels",
+            "--num_samples",
+            "20",
+            "--no_prdc",
+            "--no_progress",
+        ]
+    )
     errors = errors_of(capsys)
     assert not marker.exists()
     assert code == 2 and len(errors) == 1, errors
@@ -94,8 +118,25 @@ def test_malicious_checkpoint_does_not_execute_through_evaluate(tmp_path, finish
 def test_malicious_checkpoint_does_not_execute_through_probe(tmp_path, finished_run, capsys):
     marker = tmp_path / MARKER
     ckpt = write_malicious(tmp_path / "gift.pt", finished_run, marker)
-    code = cli_main(["probe", "resample", "--candidates", str(ckpt), "--num_candidates", "20", "--steps", "1",
-                     "--draws", "1", "--spaces", "pixels", "--attack", "pixels", "--no_progress"])
+    code = cli_main(
+        [
+            "probe",
+            "resample",
+            "--candidates",
+            str(ckpt),
+            "--num_candidates",
+            "20",
+            "--steps",
+            "1",
+            "--draws",
+            "1",
+            "--spaces",
+            "pixels",
+            "--attack",
+            "pixels",
+            "--no_progress",
+        ]
+    )
     errors = errors_of(capsys)
     assert not marker.exists()
     assert code == 2 and len(errors) == 1 and "never executed" in errors[0], errors
@@ -119,8 +160,11 @@ def test_unregistered_generator_names_are_refused(tmp_path, finished_run):
     checkpoint.save_atomic(spec_payload, tmp_path / "spec.pt")
     with pytest.raises(MatchzooError, match="unknown generator 'getoutput'"):
         stored_config.load_generator(tmp_path / "spec.pt")
-    bindings_only = {**spec_payload, "generator_spec": None,
-                     "operative_config": "train.generator = @getoutput()\ngetoutput.cmd = 'true'\n"}
+    bindings_only = {
+        **spec_payload,
+        "generator_spec": None,
+        "operative_config": "train.generator = @getoutput()\ngetoutput.cmd = 'true'\n",
+    }
     checkpoint.save_atomic(bindings_only, tmp_path / "plain.pt")
     with pytest.raises(MatchzooError, match="refers to 'getoutput', which matchzoo has not registered"):
         stored_config.load_generator(tmp_path / "plain.pt")
@@ -128,7 +172,9 @@ def test_unregistered_generator_names_are_refused(tmp_path, finished_run):
 
 def test_checkpoints_rebuild_from_spec_and_from_plain_stored_bindings(tmp_path, finished_run):
     assert finished_run["generator_spec"] == {
-        "name": "mlp", "kwargs": {"depth": 2, "image_shape": (1, 8, 8), "noise_dim": 32, "width": 256}}
+        "name": "mlp",
+        "kwargs": {"depth": 2, "image_shape": (1, 8, 8), "noise_dim": 32, "width": 256},
+    }
     checkpoint.save_atomic({k: v for k, v in finished_run.items() if k != "format"}, tmp_path / "new.pt")
     old_style = {k: v for k, v in finished_run.items() if k not in ("format", "generator_spec")}  # before specs existed
     checkpoint.save_atomic(old_style, tmp_path / "old.pt")
@@ -174,10 +220,22 @@ def test_resume_changes_only_what_the_owner_of_the_run_asks(isolated_runs, capsy
 
 
 def test_sigterm_saves_a_checkpoint_marks_the_run_killed_and_exits_143(isolated_runs, capsys):
-    args = [*TINY, "--gin_param", "train.steps = 100000", "--gin_param", "train.checkpoint_every = 5",
-            "--gin_param", "train.run_dir = 'runs/t'"]
-    process = subprocess.Popen([sys.executable, "-m", "matchzoo.run", *args], cwd=isolated_runs,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = [
+        *TINY,
+        "--gin_param",
+        "train.steps = 100000",
+        "--gin_param",
+        "train.checkpoint_every = 5",
+        "--gin_param",
+        "train.run_dir = 'runs/t'",
+    ]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "matchzoo.run", *args],
+        cwd=isolated_runs,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     ckpt = isolated_runs / "runs" / "t" / checkpoint.FILENAME
     deadline = time.time() + 300
     while not ckpt.is_file() and time.time() < deadline:
@@ -191,9 +249,17 @@ def test_sigterm_saves_a_checkpoint_marks_the_run_killed_and_exits_143(isolated_
     assert payload["step"] >= 5
     assert mlflow_run(payload["mlflow_run_id"]).info.status == "KILLED"
 
-    resumed = run_main([*TINY, "--gin_param", "train.checkpoint_every = 5",
-                        "--gin_param", f"train.steps = {payload['step'] + 2}",
-                        "--resume", "runs/t"])
+    resumed = run_main(
+        [
+            *TINY,
+            "--gin_param",
+            "train.checkpoint_every = 5",
+            "--gin_param",
+            f"train.steps = {payload['step'] + 2}",
+            "--resume",
+            "runs/t",
+        ]
+    )
     assert resumed == 0
     assert mlflow_run(payload["mlflow_run_id"]).info.status == "FINISHED"
 
@@ -205,6 +271,7 @@ def test_guarded_maps_signals_to_128_plus_signum(capsys):
     def stopped(signum):
         def command():
             raise Interrupted(signum)
+
         return command
 
     assert guarded(stopped(signal.SIGTERM)) == 143
@@ -226,8 +293,19 @@ def test_failing_mlflow_store_still_saves_the_checkpoint(isolated_runs, capsys, 
         return original(self, run_id, metrics, *args, **kwargs)
 
     monkeypatch.setattr(MlflowClient, "log_batch", log_batch)
-    code = run_main([*TINY, "--gin_param", "train.steps = 4", "--gin_param", "train.checkpoint_every = 2",
-                     "--gin_param", "train.log_every = 1", "--gin_param", "train.run_dir = 'runs/s'"])
+    code = run_main(
+        [
+            *TINY,
+            "--gin_param",
+            "train.steps = 4",
+            "--gin_param",
+            "train.checkpoint_every = 2",
+            "--gin_param",
+            "train.log_every = 1",
+            "--gin_param",
+            "train.run_dir = 'runs/s'",
+        ]
+    )
     errors = errors_of(capsys)
     assert code == 2 and len(errors) == 1, errors
     assert "No space left on device" in errors[0] and "checkpoint saved in runs/s" in errors[0]
@@ -313,8 +391,12 @@ def test_first_runs_started_together_share_one_new_store(isolated_runs):
     exists", "duplicate column name")."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     names = ["r0", "r1"]
-    processes = [subprocess.Popen([sys.executable, "-c", RACE, name], cwd=isolated_runs, env=env,
-                                  stderr=subprocess.PIPE, text=True) for name in names]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACE, name], cwd=isolated_runs, env=env, stderr=subprocess.PIPE, text=True
+        )
+        for name in names
+    ]
     deadline = time.time() + 300
     while not all((isolated_runs / f"ready-{name}").exists() for name in names) and time.time() < deadline:
         assert all(process.poll() is None for process in processes)
@@ -381,6 +463,7 @@ def test_nonfinite_loss_without_checkpoint_says_so(isolated_runs, capsys):
 
     name = "test_trust_nan"
     if name not in matchzoo.list_objectives():
+
         @matchzoo.register_objective(name)
         class NanObjective(matchzoo.Objective):
             def forward(self, fake, real):

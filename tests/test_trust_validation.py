@@ -3,6 +3,7 @@
 Each case is a mistake that used to give a traceback (or a silently wrong result); now it must exit 2 with
 exactly one ``matchzoo: error:`` line naming the binding, option or file, and leave files in place.
 """
+
 from __future__ import annotations
 
 import io
@@ -59,32 +60,37 @@ def train(isolated_runs, capsys, *bindings) -> tuple[int, list[str]]:
     return outcome(capsys, run_main, argv)
 
 
-@pytest.mark.parametrize("binding, words", [
-    ("train.lr = -1e-3", ["train.lr", "> 0"]),
-    ("train.seed = 100000000000000000000000", ["train.seed", "<= 9223372036854775807"]),
-    ("train.lr = 'abc'", ["train.lr", "must be a number"]),
-    ("train.betas = (1.5, 0.9)", ["train.betas[0]", "[0, 1)"]),
-    ("train.betas = 0.5", ["train.betas", "pair"]),
-    ("train.steps = 1e400", ["train.steps", "integer", "inf"]),
-    ("train.steps = 1000000000000", ["train.steps", "<= 1000000000"]),  # used to start a run that never ends
-    ("train.feature_batch_size = 0", ["train.feature_batch_size", ">= 1"]),
-    ("train.eval_samples = -5", ["train.eval_samples", ">= 2"]),
-    ("train.ema_decay = 2.0", ["train.ema_decay", "[0, 1)"]),
-    ("train.stability_resamples = 1", ["train.stability_resamples", ">= 2"]),
-    ("train.stability_every = -1", ["train.stability_every", ">= 0"]),  # used to exit 0
-    ("train.seed = -1", ["train.seed", ">= 0"]),  # used to exit 0
-    ("train.device = 'tpu9'", ["train.device", "'tpu9'"]),
-    ("train.dataset = @pixels()",
-     ["train.dataset must be a dataset such as @digits(), got the feature space 'pixels'"]),
-    ("train.generator = @digits()", ["train.generator must be a generator such as @mlp, got the dataset 'digits'"]),
-    ("train.terms = [@digits()]", ["train.terms", "such as [@term]", "'digits'"]),
-    ("train.eval_spaces = ['pixels']", ["train.eval_spaces", "write @pixels()"]),
-    ("train.batch_size = 10000000", ["train.batch_size", "<= 1048576"]),  # used to allocate ~25 GB
-    ("train.progress = 'no'", ["train.progress", "True or False"]),
-    ("mlp.image_shape = 8", ["mlp.image_shape", "(channels, height, width)"]),
-    ("mlp.width = 0", ["mlp.width", ">= 1"]),
-    ("digits.heldout_fraction = 1.5", ["digits.heldout_fraction", "(0, 1)"]),
-])
+@pytest.mark.parametrize(
+    "binding, words",
+    [
+        ("train.lr = -1e-3", ["train.lr", "> 0"]),
+        ("train.seed = 100000000000000000000000", ["train.seed", "<= 9223372036854775807"]),
+        ("train.lr = 'abc'", ["train.lr", "must be a number"]),
+        ("train.betas = (1.5, 0.9)", ["train.betas[0]", "[0, 1)"]),
+        ("train.betas = 0.5", ["train.betas", "pair"]),
+        ("train.steps = 1e400", ["train.steps", "integer", "inf"]),
+        ("train.steps = 1000000000000", ["train.steps", "<= 1000000000"]),  # used to start a run that never ends
+        ("train.feature_batch_size = 0", ["train.feature_batch_size", ">= 1"]),
+        ("train.eval_samples = -5", ["train.eval_samples", ">= 2"]),
+        ("train.ema_decay = 2.0", ["train.ema_decay", "[0, 1)"]),
+        ("train.stability_resamples = 1", ["train.stability_resamples", ">= 2"]),
+        ("train.stability_every = -1", ["train.stability_every", ">= 0"]),  # used to exit 0
+        ("train.seed = -1", ["train.seed", ">= 0"]),  # used to exit 0
+        ("train.device = 'tpu9'", ["train.device", "'tpu9'"]),
+        (
+            "train.dataset = @pixels()",
+            ["train.dataset must be a dataset such as @digits(), got the feature space 'pixels'"],
+        ),
+        ("train.generator = @digits()", ["train.generator must be a generator such as @mlp, got the dataset 'digits'"]),
+        ("train.terms = [@digits()]", ["train.terms", "such as [@term]", "'digits'"]),
+        ("train.eval_spaces = ['pixels']", ["train.eval_spaces", "write @pixels()"]),
+        ("train.batch_size = 10000000", ["train.batch_size", "<= 1048576"]),  # used to allocate ~25 GB
+        ("train.progress = 'no'", ["train.progress", "True or False"]),
+        ("mlp.image_shape = 8", ["mlp.image_shape", "(channels, height, width)"]),
+        ("mlp.width = 0", ["mlp.width", ">= 1"]),
+        ("digits.heldout_fraction = 1.5", ["digits.heldout_fraction", "(0, 1)"]),
+    ],
+)
 def test_train_values_are_checked_where_declared(isolated_runs, capsys, binding, words):
     assert_one_error(*train(isolated_runs, capsys, binding), *words)
 
@@ -120,21 +126,30 @@ def bomb_png(path, width=100_000, height=100_000):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def folder_bindings(folder, *extra):
-    return ("train.dataset = @image_folder()", f"image_folder.root = '{folder}'", "image_folder.size = 8",
-            "mlp.image_shape = (3, 8, 8)", *extra)
+    return (
+        "train.dataset = @image_folder()",
+        f"image_folder.root = '{folder}'",
+        "image_folder.size = 8",
+        "mlp.image_shape = (3, 8, 8)",
+        *extra,
+    )
 
 
-@pytest.mark.parametrize("binding, words", [
-    ("image_folder.size = 0", ["image_folder.size", ">= 1", "got 0"]),
-    ("image_folder.size = -3", ["image_folder.size", "got -3"]),
-    ("image_folder.channels = 2", ["image_folder.channels", "1, 3", "got 2"]),  # used to give 3 channels
-    ("image_folder.heldout_fraction = 1.5", ["image_folder.heldout_fraction", "(0, 1)"]),
-])
+@pytest.mark.parametrize(
+    "binding, words",
+    [
+        ("image_folder.size = 0", ["image_folder.size", ">= 1", "got 0"]),
+        ("image_folder.size = -3", ["image_folder.size", "got -3"]),
+        ("image_folder.channels = 2", ["image_folder.channels", "1, 3", "got 2"]),  # used to give 3 channels
+        ("image_folder.heldout_fraction = 1.5", ["image_folder.heldout_fraction", "(0, 1)"]),
+    ],
+)
 def test_image_folder_values(isolated_runs, capsys, binding, words):
     folder = png_folder(isolated_runs, count=4)
     assert_one_error(*train(isolated_runs, capsys, *folder_bindings(folder, binding)), *words)
@@ -162,15 +177,22 @@ def truncated_savez(handle, images):
     handle.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
 
 
-@pytest.mark.parametrize("images, save, words", [
-    (nan_images(), np.savez, ["NaN or infinite"]),  # passed the range check, failed later in eigh
-    (np.zeros((0, 1, 8, 8), np.float32), np.savez, ["holds 0 images"]),
-    (np.zeros((20, 1, 8, 8), np.float32), np.save, ["single .npy array, not a .npz archive"]),
-    # complex values used to lose their imaginary part
-    (np.full((20, 1, 8, 8), 0.5 + 0.5j, np.complex64), np.savez, ["complex64", "not supported"]),
-    (np.zeros((50, 3, 8, 3), np.float32), np.savez, ["layout is ambiguous", "(50, 3, 8, 3)"]),  # read as 3x8x3 images
-    (np.zeros((20, 1, 8, 8), np.uint8), truncated_savez, ["not a readable .npz file"]),
-])
+@pytest.mark.parametrize(
+    "images, save, words",
+    [
+        (nan_images(), np.savez, ["NaN or infinite"]),  # passed the range check, failed later in eigh
+        (np.zeros((0, 1, 8, 8), np.float32), np.savez, ["holds 0 images"]),
+        (np.zeros((20, 1, 8, 8), np.float32), np.save, ["single .npy array, not a .npz archive"]),
+        # complex values used to lose their imaginary part
+        (np.full((20, 1, 8, 8), 0.5 + 0.5j, np.complex64), np.savez, ["complex64", "not supported"]),
+        (
+            np.zeros((50, 3, 8, 3), np.float32),
+            np.savez,
+            ["layout is ambiguous", "(50, 3, 8, 3)"],
+        ),  # read as 3x8x3 images
+        (np.zeros((20, 1, 8, 8), np.uint8), truncated_savez, ["not a readable .npz file"]),
+    ],
+)
 def test_bad_npz_files(isolated_runs, capsys, images, save, words):
     path = isolated_runs / "samples.npz"
     with open(path, "wb") as handle:  # np.save would append .npy to a path; a handle keeps the .npz name
@@ -207,17 +229,34 @@ def test_cache_dir_that_is_a_file(isolated_runs, capsys, monkeypatch, below):
 def evaluate(isolated_runs, capsys, *options):
     samples = isolated_runs / "samples.npz"
     np.savez(samples, images=np.zeros((10, 1, 8, 8), np.uint8))
-    return outcome(capsys, matchzoo_main, ["evaluate", "--samples", str(samples), "--reference", "digits", "--spaces",
-                                           "pixels", "--no_prdc", "--no_progress", *options])
+    return outcome(
+        capsys,
+        matchzoo_main,
+        [
+            "evaluate",
+            "--samples",
+            str(samples),
+            "--reference",
+            "digits",
+            "--spaces",
+            "pixels",
+            "--no_prdc",
+            "--no_progress",
+            *options,
+        ],
+    )
 
 
-@pytest.mark.parametrize("options, words", [
-    (["--device", "bogus"], ["argument --device", "'bogus'"]),
-    (["--seed", str(2**70)], ["argument --seed", "<= 9223372036854775807"]),
-    (["--seed", "1e400"], ["argument --seed", "integer"]),
-    (["--dataset_param", "bogus=1"], ["--dataset_param bogus", "heldout_fraction, split_seed"]),
-    (["--dataset_param", "heldout_fraction=1.5"], ["digits.heldout_fraction", "(0, 1)"]),
-])
+@pytest.mark.parametrize(
+    "options, words",
+    [
+        (["--device", "bogus"], ["argument --device", "'bogus'"]),
+        (["--seed", str(2**70)], ["argument --seed", "<= 9223372036854775807"]),
+        (["--seed", "1e400"], ["argument --seed", "integer"]),
+        (["--dataset_param", "bogus=1"], ["--dataset_param bogus", "heldout_fraction, split_seed"]),
+        (["--dataset_param", "heldout_fraction=1.5"], ["digits.heldout_fraction", "(0, 1)"]),
+    ],
+)
 def test_evaluate_options(isolated_runs, capsys, options, words):
     assert_one_error(*evaluate(isolated_runs, capsys, *options), *words)
 
@@ -227,12 +266,18 @@ def test_evaluate_on_cuda_without_gpu(isolated_runs, capsys):
     assert_one_error(*evaluate(isolated_runs, capsys, "--device", "cuda"), "argument --device", "CUDA is not available")
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["stats", "--dataset", "digits", "--spaces", "pixels", "--batch_size", "0"], ["argument --batch_size", ">= 1"]),
-    (["stats", "--dataset", "digits", "--spaces", "pixels", "--device", "bogus"], ["argument --device"]),
-    (["bogus"], ["python -m matchzoo:", "invalid choice", "see --help"]),
-    (["stats", "--dataset", "digits"], ["python -m matchzoo stats:", "--spaces", "see --help"]),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (
+            ["stats", "--dataset", "digits", "--spaces", "pixels", "--batch_size", "0"],
+            ["argument --batch_size", ">= 1"],
+        ),
+        (["stats", "--dataset", "digits", "--spaces", "pixels", "--device", "bogus"], ["argument --device"]),
+        (["bogus"], ["python -m matchzoo:", "invalid choice", "see --help"]),
+        (["stats", "--dataset", "digits"], ["python -m matchzoo stats:", "--spaces", "see --help"]),
+    ],
+)
 def test_usage_errors_are_one_line(isolated_runs, capsys, argv, words):
     assert_one_error(*outcome(capsys, matchzoo_main, argv), *words)
 

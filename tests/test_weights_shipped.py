@@ -1,4 +1,5 @@
 """The digits encoders shipped inside the package: checksums, offline loading, metadata, corruption."""
+
 import json
 import shutil
 

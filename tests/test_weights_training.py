@@ -1,10 +1,11 @@
 """The training entry point of the shipped encoders runs, is bit-reproducible, and writes loadable records."""
+
 import json
 
 import torch
 
-from matchzoo.spaces.digits_encoders import DigitsEncoderNet, file_sha256
 from matchzoo.data.datasets import Digits
+from matchzoo.spaces.digits_encoders import DigitsEncoderNet, file_sha256
 from matchzoo.spaces.train_digits_encoders import augment, main, train_classifier, train_ssl, vicreg_loss
 
 THREADS_BEFORE = torch.get_num_threads()
@@ -51,7 +52,10 @@ def test_augment_keeps_range_and_shape_and_is_seeded():
 
 def test_vicreg_loss_terms_against_direct_formulas():
     generator = torch.Generator().manual_seed(0)
-    z1, z2 = torch.randn(32, 5, generator=generator, dtype=torch.float64), torch.randn(32, 5, generator=generator, dtype=torch.float64)
+    z1, z2 = (
+        torch.randn(32, 5, generator=generator, dtype=torch.float64),
+        torch.randn(32, 5, generator=generator, dtype=torch.float64),
+    )
 
     def variance(z):
         return torch.clamp(1 - torch.sqrt(z.var(0) + 1e-4), min=0).mean()

@@ -1,4 +1,5 @@
 """``python -m matchzoo compare``: objective x train-space table, stability-vs-FDr^k plot, FDr^k curves."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,9 @@ HELP = "compare runs: table (Markdown + CSV), stability-vs-FDr^k scatter and FDr
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experiment", help="only runs of this MLflow experiment")
     parser.add_argument("--sweep", help="only runs of this sweep (tag 'sweep')")
-    parser.add_argument("--out", type=check.text_option(check.folder),
-                        help="output folder (default runs/compare/<sweep or experiment>)")
+    parser.add_argument(
+        "--out", type=check.text_option(check.folder), help="output folder (default runs/compare/<sweep or experiment>)"
+    )
     parser.add_argument("--no_log", action="store_true", help="do not log the outputs as a summary MLflow run")
 
 
@@ -33,8 +35,10 @@ def readable_store() -> Iterator[None]:
         yield
     except (MlflowException, SQLAlchemyError, sqlite3.DatabaseError) as error:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise MatchzooError(f"cannot read the MLflow store {tracking_uri()} ({reason}); "
-                            f"point MLFLOW_TRACKING_URI at a valid store or move the damaged file away") from None
+        raise MatchzooError(
+            f"cannot read the MLflow store {tracking_uri()} ({reason}); "
+            f"point MLFLOW_TRACKING_URI at a valid store or move the damaged file away"
+        ) from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ The reference is the *train* split of ``--reference`` (features cached on disk, 
 held-out split is the FDr baseline at the same sample size. Prints a table (one row per space, then
 FDr^k); ``--json`` / ``--csv`` write machine-readable output to a file, or to stdout with ``-``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,25 +42,63 @@ ROW_COLUMNS = ("dim", "n")  # what every row says about its samples, before the 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--samples", required=True, help=".npz of images, a folder of PNG/JPEG files, or a checkpoint .pt (or its run folder)")
-    parser.add_argument("--reference", required=True, help="registered dataset (train split = reference, heldout = FDr baseline)")
-    parser.add_argument("--dataset_param", action="append", default=[], metavar="KEY=VALUE",
-                        help="constructor argument of the reference dataset (repeatable)")
-    parser.add_argument("--spaces", default=DEFAULT_SPACES, help=f"comma-separated feature spaces (default: {DEFAULT_SPACES})")
-    parser.add_argument("--space_param", action="append", default=[], metavar="SPACE.KEY=VALUE",
-                        help="constructor argument of one space, e.g. inception.weights=/w/pt_inception.pth (repeatable)")
-    parser.add_argument("--num_samples", type=check.option(check.integer, 2), default=None,
-                        help="use at most this many samples (checkpoints: how many to draw; default 5000)")
+    parser.add_argument(
+        "--samples",
+        required=True,
+        help=".npz of images, a folder of PNG/JPEG files, or a checkpoint .pt (or its run folder)",
+    )
+    parser.add_argument(
+        "--reference", required=True, help="registered dataset (train split = reference, heldout = FDr baseline)"
+    )
+    parser.add_argument(
+        "--dataset_param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="constructor argument of the reference dataset (repeatable)",
+    )
+    parser.add_argument(
+        "--spaces", default=DEFAULT_SPACES, help=f"comma-separated feature spaces (default: {DEFAULT_SPACES})"
+    )
+    parser.add_argument(
+        "--space_param",
+        action="append",
+        default=[],
+        metavar="SPACE.KEY=VALUE",
+        help="constructor argument of one space, e.g. inception.weights=/w/pt_inception.pth (repeatable)",
+    )
+    parser.add_argument(
+        "--num_samples",
+        type=check.option(check.integer, 2),
+        default=None,
+        help="use at most this many samples (checkpoints: how many to draw; default 5000)",
+    )
     parser.add_argument("--kid_subsets", type=check.option(check.integer, 1), default=100)
     parser.add_argument("--kid_subset_size", type=check.option(check.integer, 2), default=1000)
-    parser.add_argument("--prdc_samples", type=check.option(check.integer, 6), default=10000, help="cap on samples per side for precision/recall/density/coverage")
+    parser.add_argument(
+        "--prdc_samples",
+        type=check.option(check.integer, 6),
+        default=10000,
+        help="cap on samples per side for precision/recall/density/coverage",
+    )
     parser.add_argument("--no_prdc", action="store_true", help="skip precision/recall/density/coverage")
-    parser.add_argument("--seed", type=check.option(check.seed), default=0, help="seeds subsets, subsamples and checkpoint sampling")
+    parser.add_argument(
+        "--seed", type=check.option(check.seed), default=0, help="seeds subsets, subsamples and checkpoint sampling"
+    )
     parser.add_argument("--batch_size", type=check.option(check.integer, 1), default=256)
     parser.add_argument("--device", type=check.text_option(check.device), default="cpu", help="torch device, e.g. cuda")
-    parser.add_argument("--cache_dir", default=None, help="reference feature cache (default: $MATCHZOO_CACHE_DIR or runs/cache)")
-    parser.add_argument("--json", default=None, metavar="PATH", help="write results as JSON to PATH ('-' = stdout instead of the table)")
-    parser.add_argument("--csv", default=None, metavar="PATH", help="write one CSV row per space to PATH ('-' = stdout instead of the table)")
+    parser.add_argument(
+        "--cache_dir", default=None, help="reference feature cache (default: $MATCHZOO_CACHE_DIR or runs/cache)"
+    )
+    parser.add_argument(
+        "--json", default=None, metavar="PATH", help="write results as JSON to PATH ('-' = stdout instead of the table)"
+    )
+    parser.add_argument(
+        "--csv",
+        default=None,
+        metavar="PATH",
+        help="write one CSV row per space to PATH ('-' = stdout instead of the table)",
+    )
     parser.add_argument("--no_progress", action="store_true", help="hide the tqdm bars")
 
 
@@ -81,7 +120,10 @@ def load_samples(path: str, reference, num_samples: int | None, seed: int, devic
     elif not source.exists():
         raise MatchzooError(f"--samples {path!r} does not exist; pass a .npz file, an image folder or a checkpoint .pt")
     else:
-        raise MatchzooError(f"--samples {path!r}: expected a .npz file, a folder of PNG/JPEG files or a checkpoint ({', '.join(CHECKPOINT_SUFFIXES)})")
+        raise MatchzooError(
+            f"--samples {path!r}: expected a .npz file, a folder of PNG/JPEG files "
+            f"or a checkpoint ({', '.join(CHECKPOINT_SUFFIXES)})"
+        )
     if num_samples is not None and num_samples < len(images):
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:num_samples]
         images = torch.utils.data.Subset(images, order.tolist())
@@ -136,13 +178,24 @@ def evaluate(args: argparse.Namespace) -> dict:
         reference = reference_features(space, dataset, "train", **cached)
         heldout = reference_features(space, dataset, "heldout", **cached)
         mean, cov = reference_stats(space, dataset, "train", **cached)
-        generated = extract_features(space, images, batch_size=args.batch_size, device=args.device,
-                                     desc=f"samples in {name}", progress=not quiet)
-        rows[name] = evaluate_space(generated, reference, heldout, settings,
-                                    FrechetReference(GaussianStats(mean, cov, reference.shape[0])),
-                                    cache_key=(space.fingerprint, dataset.fingerprint))
-    return {"samples": str(args.samples), "reference": args.reference, "num_samples": len(images),
-            "spaces": rows, "fdr_k": fdr_k(rows)}
+        generated = extract_features(
+            space, images, batch_size=args.batch_size, device=args.device, desc=f"samples in {name}", progress=not quiet
+        )
+        rows[name] = evaluate_space(
+            generated,
+            reference,
+            heldout,
+            settings,
+            FrechetReference(GaussianStats(mean, cov, reference.shape[0])),
+            cache_key=(space.fingerprint, dataset.fingerprint),
+        )
+    return {
+        "samples": str(args.samples),
+        "reference": args.reference,
+        "num_samples": len(images),
+        "spaces": rows,
+        "fdr_k": fdr_k(rows),
+    }
 
 
 def table_columns(metrics) -> dict[str, str]:
@@ -161,11 +214,16 @@ def format_table(result: dict, metrics) -> str:
         cells = [space] + [_format_number(row.get(key)) for key in keys]
         lines.append(tuple(cells))
     widths = [max(len(line[i]) for line in lines) for i in range(len(headers))]
-    out = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths))) for line in lines]
+    out = [
+        "  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths)))
+        for line in lines
+    ]
     out.insert(1, "  ".join("-" * w for w in widths))
     n = int(next(iter(result["spaces"].values()))["fdr_n"])
-    out.append(f"FDr^k = {result['fdr_k']:.4g}  (mean over {len(result['spaces'])} spaces; FDr at n={n} "
-               f"generated vs n held-out samples of {result['reference']}, both against its train split)")
+    out.append(
+        f"FDr^k = {result['fdr_k']:.4g}  (mean over {len(result['spaces'])} spaces; FDr at n={n} "
+        f"generated vs n held-out samples of {result['reference']}, both against its train split)"
+    )
     return "\n".join(out)
 
 

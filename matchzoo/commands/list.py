@@ -1,4 +1,5 @@
 """``python -m matchzoo list``: every registry, one line per entry."""
+
 from __future__ import annotations
 
 import argparse
@@ -28,7 +29,9 @@ def space_details(cls: type) -> list[str]:
     """Indented lines: dim, preprocessing (size, filter, channels, mean/std), layer/token, weights source."""
     entry = cls.catalog()
     spec = entry["preprocessing"]
-    size = "native size" if spec.size is None else f"{spec.size}px {spec.resize}{' antialias' if spec.antialias else ''}"
+    size = (
+        "native size" if spec.size is None else f"{spec.size}px {spec.resize}{' antialias' if spec.antialias else ''}"
+    )
     mean = ",".join(f"{m:.4g}" for m in spec.mean)
     std = ",".join(f"{s:.4g}" for s in spec.std)
     channels = "RGB (grayscale repeated)" if spec.channels == 3 else "gray (RGB averaged)"

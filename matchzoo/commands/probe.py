@@ -1,4 +1,5 @@
 """``python -m matchzoo probe resample|topn``: metric-hacking probes (reweight candidates, measure every space)."""
+
 from __future__ import annotations
 
 import argparse
@@ -18,19 +19,39 @@ MAX_SEED = 2**63 - 1
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--candidates", required=True, help="candidate images: .npz, or a run's checkpoint file/folder")
-    parser.add_argument("--num_candidates", type=option(positive_int, MAX_COUNT),
-                        help="how many candidates to use/sample (default: all, or 5000 from a generator)")
-    parser.add_argument("--reference", default="digits", help="dataset registry name; its train split is the reference (default digits)")
-    parser.add_argument("--spaces", default="pixels,random_conv,digits_classifier,digits_ssl",
-                        help="comma-separated evaluation spaces (default: the offline ones)")
-    parser.add_argument("--sample_size", type=option(integer, 2, MAX_COUNT),
-                        help="size of each drawn set (default: the held-out split size, for FDr)")
-    parser.add_argument("--draws", type=option(positive_int, 10**5), default=5, help="resampled sets per condition (default 5)")
-    parser.add_argument("--steps", type=option(non_negative_int, MAX_COUNT), default=300,
-                        help="Adam steps on the log-weights (default 300; 0 keeps uniform weights)")
-    parser.add_argument("--lr", type=option(positive_real), default=0.05,
-                        help="Adam learning rate on the log-weights (default 0.05)")
-    parser.add_argument("--seed", type=option(integer, 0, MAX_SEED), default=0, help="seed of every random choice (default 0)")
+    parser.add_argument(
+        "--num_candidates",
+        type=option(positive_int, MAX_COUNT),
+        help="how many candidates to use/sample (default: all, or 5000 from a generator)",
+    )
+    parser.add_argument(
+        "--reference", default="digits", help="dataset registry name; its train split is the reference (default digits)"
+    )
+    parser.add_argument(
+        "--spaces",
+        default="pixels,random_conv,digits_classifier,digits_ssl",
+        help="comma-separated evaluation spaces (default: the offline ones)",
+    )
+    parser.add_argument(
+        "--sample_size",
+        type=option(integer, 2, MAX_COUNT),
+        help="size of each drawn set (default: the held-out split size, for FDr)",
+    )
+    parser.add_argument(
+        "--draws", type=option(positive_int, 10**5), default=5, help="resampled sets per condition (default 5)"
+    )
+    parser.add_argument(
+        "--steps",
+        type=option(non_negative_int, MAX_COUNT),
+        default=300,
+        help="Adam steps on the log-weights (default 300; 0 keeps uniform weights)",
+    )
+    parser.add_argument(
+        "--lr", type=option(positive_real), default=0.05, help="Adam learning rate on the log-weights (default 0.05)"
+    )
+    parser.add_argument(
+        "--seed", type=option(integer, 0, MAX_SEED), default=0, help="seed of every random choice (default 0)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--no_progress", action="store_true", help="hide the tqdm bars (shown on stderr by default)")
 
@@ -45,7 +66,8 @@ def top_n_values(text: str) -> list[int]:
         return [check(item) for item in values]
     except argparse.ArgumentTypeError as error:
         raise argparse.ArgumentTypeError(
-            f"{error} (in {text!r}; expected comma-separated positive integers such as 1,2,3)") from None
+            f"{error} (in {text!r}; expected comma-separated positive integers such as 1,2,3)"
+        ) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,15 +76,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _common(resample)
     resample.add_argument("--attack", required=True, help="the space whose distance is minimised (must be in --spaces)")
     resample.add_argument("--objective", default="fd", help="registered objective with a weighted form (default fd)")
-    resample.add_argument("--objective_arg", action="append", default=[], metavar="KEY=VALUE",
-                          help="constructor argument of the objective, e.g. blur=0.1 (repeatable)")
-    resample.add_argument("--reference_size", type=option(integer, 2, MAX_COUNT), default=5000,
-                          help="reference samples the weighted objective sees (subsampled when larger; default 5000)")
+    resample.add_argument(
+        "--objective_arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="constructor argument of the objective, e.g. blur=0.1 (repeatable)",
+    )
+    resample.add_argument(
+        "--reference_size",
+        type=option(integer, 2, MAX_COUNT),
+        default=5000,
+        help="reference samples the weighted objective sees (subsampled when larger; default 5000)",
+    )
     topn = probes.add_parser("topn", help="soft Top-N class-histogram matching with a classifier space")
     _common(topn)
     topn.add_argument("--classifier", default="digits_classifier", help="classifier space (default digits_classifier)")
-    topn.add_argument("--top_n", type=top_n_values, default=[1, 2, 3, 5],
-                      help="comma-separated N values to sweep (default 1,2,3,5)")
+    topn.add_argument(
+        "--top_n", type=top_n_values, default=[1, 2, 3, 5], help="comma-separated N values to sweep (default 1,2,3,5)"
+    )
 
 
 def _objective_kwargs(items: list[str]) -> dict:
@@ -94,8 +126,9 @@ def run(args: argparse.Namespace) -> int:
     dataset = matchzoo.make_dataset(args.reference)
     candidates = inputs.load_candidates(args.candidates, args.num_candidates, args.seed, progress=progress)
     spaces, features = inputs.evaluation_features(space_names, dataset, candidates, progress=progress)
-    common = dict(sample_size=args.sample_size, steps=args.steps, lr=args.lr, draws=args.draws, seed=args.seed,
-                  progress=progress)
+    common = dict(
+        sample_size=args.sample_size, steps=args.steps, lr=args.lr, draws=args.draws, seed=args.seed, progress=progress
+    )
     if args.probe == "resample":
         results = [_resample(args, objective, features, candidates.shape[0], common)]
     else:
@@ -137,7 +170,9 @@ def _resample(args: argparse.Namespace, objective, features: dict, count: int, c
         reference = reference[order]
     objective.prepare_reference(reference)
     label = f"resample: minimise weighted {args.objective} in {args.attack}"
-    result = resample.resample_probe(features, args.attack, weighted_loss_for(objective, reference), label=label, **common)
+    result = resample.resample_probe(
+        features, args.attack, weighted_loss_for(objective, reference), label=label, **common
+    )
     print(resample.format_result(result, f"{label}; {count} candidates from {args.candidates}"))
     return result
 
@@ -147,14 +182,16 @@ def _topn(args: argparse.Namespace, spaces: dict, features: dict, dataset, candi
 
     classifier = features[args.classifier]
     probs, reference_probs, source = topn.class_probabilities(
-        spaces[args.classifier], dataset, candidates, classifier.reference, classifier.candidates, args.seed)
+        spaces[args.classifier], dataset, candidates, classifier.reference, classifier.candidates, args.seed
+    )
     results = []
     for n in args.top_n:
         indicators = topn.topn_indicators(probs, n)
         target = topn.topn_indicators(reference_probs, n).mean(dim=0)
         label = f"topn: match top-{n} class histogram ({source})"
-        result = resample.resample_probe(features, None, topn.histogram_loss(indicators, target),
-                                         attack_candidates=indicators, label=label, **common)
+        result = resample.resample_probe(
+            features, None, topn.histogram_loss(indicators, target), attack_candidates=indicators, label=label, **common
+        )
         result.extra["top_n"] = n
         results.append(result)
         print(resample.format_result(result, label))

@@ -1,4 +1,5 @@
 """``python -m matchzoo run --gin FILE ...``: the same as ``python -m matchzoo.run``."""
+
 from __future__ import annotations
 
 import argparse

@@ -5,6 +5,7 @@ Each (space, split) is extracted once (batched, ``inference_mode``, tqdm) and st
 and dataset fingerprints in the cache directory (``runs/cache`` or ``$MATCHZOO_CACHE_DIR``); the trainer
 and ``evaluate`` then reuse the file.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,11 +20,21 @@ HELP = "extract and cache reference features + float64 mean/covariance of a data
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="registered dataset name (see `list --datasets`)")
-    parser.add_argument("--dataset_param", action="append", default=[], metavar="KEY=VALUE",
-                        help="constructor argument of the dataset, e.g. path=/data/x.npz (repeatable)")
+    parser.add_argument(
+        "--dataset_param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="constructor argument of the dataset, e.g. path=/data/x.npz (repeatable)",
+    )
     parser.add_argument("--spaces", required=True, help="comma-separated feature spaces, e.g. digits_ssl,pixels")
-    parser.add_argument("--space_param", action="append", default=[], metavar="SPACE.KEY=VALUE",
-                        help="constructor argument of one space, e.g. dinov2_vitl14.weights=/w/dino.pth (repeatable)")
+    parser.add_argument(
+        "--space_param",
+        action="append",
+        default=[],
+        metavar="SPACE.KEY=VALUE",
+        help="constructor argument of one space, e.g. dinov2_vitl14.weights=/w/dino.pth (repeatable)",
+    )
     parser.add_argument("--splits", default="train,heldout", help="comma-separated splits (default: train,heldout)")
     parser.add_argument("--batch_size", type=check.option(check.positive_int), default=256)
     parser.add_argument("--device", type=check.text_option(check.device), default="cpu", help="torch device, e.g. cuda")
@@ -60,7 +71,9 @@ def make_dataset(name: str, items: list[str]):
     unknown = [key for key in params if key not in signature.parameters]
     if unknown and not takes_any:
         accepted = ", ".join(signature.parameters) or "no parameters"
-        raise MatchzooError(f"--dataset_param {unknown[0]}: dataset {name!r} has no parameter {unknown[0]!r}; it takes {accepted}")
+        raise MatchzooError(
+            f"--dataset_param {unknown[0]}: dataset {name!r} has no parameter {unknown[0]!r}; it takes {accepted}"
+        )
     try:
         return cls(**params)
     except TypeError as error:  # a value of the wrong type deep in the constructor
@@ -108,10 +121,19 @@ def run(args: argparse.Namespace) -> int:
             raise MatchzooError(f"{name}: bad --space_param ({error})") from None
         for split in splits:
             path = cache_path(space, dataset, split, args.cache_dir)
-            record, built = load_or_build(space, dataset, split, batch_size=args.batch_size, device=args.device,
-                                      cache_dir=args.cache_dir, progress=not args.no_progress)
+            record, built = load_or_build(
+                space,
+                dataset,
+                split,
+                batch_size=args.batch_size,
+                device=args.device,
+                cache_dir=args.cache_dir,
+                progress=not args.no_progress,
+            )
             n, dim = record["features"].shape
             state = "built" if built else "reused"
-            print(f"{name:<18} {args.dataset}/{split:<8} n={n:<6} dim={dim:<5} tr(cov)={record['cov'].trace():.4g}  "
-                  f"{state}  {path}")
+            print(
+                f"{name:<18} {args.dataset}/{split:<8} n={n:<6} dim={dim:<5} tr(cov)={record['cov'].trace():.4g}  "
+                f"{state}  {path}"
+            )
     return 0

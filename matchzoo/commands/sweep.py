@@ -1,4 +1,5 @@
 """``python -m matchzoo sweep``: run the cartesian product of experiments and gin grid axes, resumably."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,12 +8,27 @@ HELP = "run a grid of experiments (one MLflow run per cell; finished cells are s
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--gin", action="append", required=True, metavar="FILE",
-                        help="experiment file (repeat for an axis over files) or a sweep file with sweep.* bindings")
-    parser.add_argument("--grid", action="append", default=[], metavar="BINDING=[V1, V2, ...]",
-                        help="grid axis in gin syntax, e.g. 'term.objective=[@fd(), @sinkhorn()]' (repeatable)")
-    parser.add_argument("--gin_param", action="append", default=[], metavar="BINDING",
-                        help="binding shared by every cell, e.g. 'train.steps=200' (repeatable)")
+    parser.add_argument(
+        "--gin",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="experiment file (repeat for an axis over files) or a sweep file with sweep.* bindings",
+    )
+    parser.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="BINDING=[V1, V2, ...]",
+        help="grid axis in gin syntax, e.g. 'term.objective=[@fd(), @sinkhorn()]' (repeatable)",
+    )
+    parser.add_argument(
+        "--gin_param",
+        action="append",
+        default=[],
+        metavar="BINDING",
+        help="binding shared by every cell, e.g. 'train.steps=200' (repeatable)",
+    )
     parser.add_argument("--name", help="sweep name (tag 'sweep'; default: from the sweep file or a hash of the cells)")
     parser.add_argument("--experiment", help="MLflow experiment for every cell (binds train.experiment)")
     parser.add_argument("--dry_run", action="store_true", help="print the cells and their status, run nothing")
@@ -45,6 +61,6 @@ def _finished_cells(name: str) -> dict[str, str]:
     from matchzoo.tracking import client, tracking_uri
 
     uri = tracking_uri()
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
         return {}
     return sweep.finished_cells(client(), name)

@@ -6,6 +6,7 @@ command, which then stops the whole group: SIGINT/SIGTERM are forwarded to every
 get SIGKILL after a grace period, and the exit status is 128 + the signal number (130, 143). A server
 that exits by itself with a non-zero status is an error (one line, exit 2).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -154,4 +155,4 @@ def _stat_fields(path: Path) -> list[str]:
         text = path.read_text()
     except OSError:  # the process exited while we looked
         return []
-    return text[text.rfind(")") + 2:].split()
+    return text[text.rfind(")") + 2 :].split()

@@ -9,6 +9,7 @@ Writes are atomic (temporary file in the same directory + ``os.replace``).
 
 The cache directory is ``cache_dir`` if given, else ``$MATCHZOO_CACHE_DIR``, else ``runs/cache``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -108,23 +109,36 @@ def _atomic_save(record: dict, path: Path) -> None:
         os.replace(temporary, path)
     except (OSError, RuntimeError) as error:  # disk full, quota; torch reports a failed write as RuntimeError
         reason = getattr(error, "strerror", None) or (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise MatchzooError(f"cannot write the reference cache {path}: {reason}; free space or "
-                            f"set MATCHZOO_CACHE_DIR to another folder") from None
+        raise MatchzooError(
+            f"cannot write the reference cache {path}: {reason}; free space or set MATCHZOO_CACHE_DIR to another folder"
+        ) from None
     finally:
         if temporary is not None:
             Path(temporary).unlink(missing_ok=True)
 
 
-def reference_record(space: FeatureSpace, dataset: ImageDataset, split: str, batch_size: int = 256,
-                     device: str | torch.device = "cpu", cache_dir: Optional[str | Path] = None,
-                     progress: bool = True) -> dict:
+def reference_record(
+    space: FeatureSpace,
+    dataset: ImageDataset,
+    split: str,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    cache_dir: Optional[str | Path] = None,
+    progress: bool = True,
+) -> dict:
     """The cached record (features + float64 statistics) for this space/dataset/split; built if needed."""
     return load_or_build(space, dataset, split, batch_size, device, cache_dir, progress)[0]
 
 
-def load_or_build(space: FeatureSpace, dataset: ImageDataset, split: str, batch_size: int = 256,
-                  device: str | torch.device = "cpu", cache_dir: Optional[str | Path] = None,
-                  progress: bool = True) -> tuple[dict, bool]:
+def load_or_build(
+    space: FeatureSpace,
+    dataset: ImageDataset,
+    split: str,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    cache_dir: Optional[str | Path] = None,
+    progress: bool = True,
+) -> tuple[dict, bool]:
     """``(record, built)``: ``built`` is False when a valid cache file was reused."""
     dataset.check_split(split)
     path = cache_path(space, dataset, split, cache_dir)
@@ -132,28 +146,53 @@ def load_or_build(space: FeatureSpace, dataset: ImageDataset, split: str, batch_
     if record is not None:
         return record, False
     writable_cache_dir(path.parent)
-    features = extract_features(space, dataset.split(split), batch_size=batch_size, device=device,
-                                desc=f"{dataset.name}/{split} in {space.name}", progress=progress)  # (N, D) f32
+    features = extract_features(
+        space,
+        dataset.split(split),
+        batch_size=batch_size,
+        device=device,
+        desc=f"{dataset.name}/{split} in {space.name}",
+        progress=progress,
+    )  # (N, D) f32
     mean, cov = mean_cov(features)  # float64
     record = {
-        "format": FORMAT_VERSION, "space": space.name, "space_fingerprint": space.fingerprint,
-        "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint, "split": split,
-        "features": features.contiguous(), "mean": mean, "cov": cov, "features_sha256": tensor_sha256(features),
+        "format": FORMAT_VERSION,
+        "space": space.name,
+        "space_fingerprint": space.fingerprint,
+        "dataset": dataset.name,
+        "dataset_fingerprint": dataset.fingerprint,
+        "split": split,
+        "features": features.contiguous(),
+        "mean": mean,
+        "cov": cov,
+        "features_sha256": tensor_sha256(features),
     }
     _atomic_save(record, path)
     return record, True
 
 
-def reference_features(space: FeatureSpace, dataset: ImageDataset, split: str, batch_size: int = 256,
-                       device: str | torch.device = "cpu", cache_dir: Optional[str | Path] = None,
-                       progress: bool = True) -> torch.Tensor:
+def reference_features(
+    space: FeatureSpace,
+    dataset: ImageDataset,
+    split: str,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    cache_dir: Optional[str | Path] = None,
+    progress: bool = True,
+) -> torch.Tensor:
     """float32 features (N, dim) on CPU of every image in ``dataset.split(split)``, cached on disk."""
     return reference_record(space, dataset, split, batch_size, device, cache_dir, progress)["features"]
 
 
-def reference_stats(space: FeatureSpace, dataset: ImageDataset, split: str, batch_size: int = 256,
-                    device: str | torch.device = "cpu", cache_dir: Optional[str | Path] = None,
-                    progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def reference_stats(
+    space: FeatureSpace,
+    dataset: ImageDataset,
+    split: str,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    cache_dir: Optional[str | Path] = None,
+    progress: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """float64 mean (dim,) and unbiased covariance (dim, dim) of the cached reference features."""
     record = reference_record(space, dataset, split, batch_size, device, cache_dir, progress)
     return record["mean"], record["cov"]

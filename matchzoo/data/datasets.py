@@ -8,6 +8,7 @@
 Each dataset has a ``fingerprint`` (source, split rule, preprocessing, content hash where cheap) so
 cached reference features are keyed by exactly the data they came from.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -84,8 +85,10 @@ class InMemoryDataset(ImageDataset):
         order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(self.split_seed))
         n_heldout = max(2, int(round(self.heldout_fraction * images.shape[0])))
         if images.shape[0] - n_heldout < 2:
-            raise MatchzooError(f"{self.name}: {images.shape[0]} images leave {images.shape[0] - n_heldout} for training "
-                                f"after holding out {n_heldout}; need at least 2 in each split (lower heldout_fraction or add images)")
+            raise MatchzooError(
+                f"{self.name}: {images.shape[0]} images leave {images.shape[0] - n_heldout} for training "
+                f"after holding out {n_heldout}; need at least 2 in each split (lower heldout_fraction or add images)"
+            )
         self._indices = {"heldout": order[:n_heldout], "train": order[n_heldout:]}
 
     def split(self, name: str) -> Dataset:
@@ -113,8 +116,13 @@ class Digits(InMemoryDataset):
         super().__init__(images, heldout_fraction, split_seed)
 
     def describe(self) -> dict:
-        return {"source": "sklearn.datasets.load_digits", "scale": "x/8-1", "heldout_fraction": self.heldout_fraction,
-                "split_seed": self.split_seed, "content": self.content_digest()}
+        return {
+            "source": "sklearn.datasets.load_digits",
+            "scale": "x/8-1",
+            "heldout_fraction": self.heldout_fraction,
+            "split_seed": self.split_seed,
+            "content": self.content_digest(),
+        }
 
 
 @register_dataset("npz")
@@ -126,8 +134,13 @@ class NpzImages(InMemoryDataset):
         super().__init__(load_npz_images(path, key), heldout_fraction, split_seed)
 
     def describe(self) -> dict:
-        return {"source": str(Path(self.path).resolve()), "key": self.key, "heldout_fraction": self.heldout_fraction,
-                "split_seed": self.split_seed, "content": self.content_digest()}
+        return {
+            "source": str(Path(self.path).resolve()),
+            "key": self.key,
+            "heldout_fraction": self.heldout_fraction,
+            "split_seed": self.split_seed,
+            "content": self.content_digest(),
+        }
 
 
 def load_npz_images(path: str, key: Optional[str] = None) -> torch.Tensor:
@@ -140,7 +153,9 @@ def load_npz_images(path: str, key: Optional[str] = None) -> torch.Tensor:
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise MatchzooError(f"{path}: not a readable .npz file ({error})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise MatchzooError(f"{path}: holds a single .npy array, not a .npz archive; save it with np.savez({file.name!r}, images=array)")
+        raise MatchzooError(
+            f"{path}: holds a single .npy array, not a .npz archive; save it with np.savez({file.name!r}, images=array)"
+        )
     try:
         with archive:
             array = archive[_npz_key(archive, path, key)]
@@ -171,10 +186,14 @@ def images_to_tensor(array: np.ndarray, source: str = "array") -> torch.Tensor:
     if array.dtype == np.uint8:
         return torch.from_numpy(array.astype(np.float32) / 127.5 - 1.0).contiguous()
     if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-        raise MatchzooError(f"{source}: images of dtype {array.dtype} are not supported; store uint8 in [0, 255] or float in [-1, 1]")
+        raise MatchzooError(
+            f"{source}: images of dtype {array.dtype} are not supported; store uint8 in [0, 255] or float in [-1, 1]"
+        )
     tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
     if not torch.isfinite(tensor).all():
-        raise MatchzooError(f"{source}: {int((~torch.isfinite(tensor)).sum())} pixel values are NaN or infinite; images must be finite")
+        raise MatchzooError(
+            f"{source}: {int((~torch.isfinite(tensor)).sum())} pixel values are NaN or infinite; images must be finite"
+        )
     if tensor.min() < -1.001 or tensor.max() > 1.001:
         raise MatchzooError(
             f"{source}: float images must lie in [-1, 1] (got [{tensor.min():.3g}, {tensor.max():.3g}]); "
@@ -191,8 +210,10 @@ def _channels_first(array: np.ndarray, source: str) -> np.ndarray:
     if last and not first:
         return array.transpose(0, 3, 1, 2)
     problem = "the layout is ambiguous" if first else "images need 1 or 3 channels"
-    raise MatchzooError(f"{source}: {problem} in shape {array.shape}; store NCHW or NHWC arrays with 1 or 3 channels "
-                        f"(and height/width other than 1 or 3)")
+    raise MatchzooError(
+        f"{source}: {problem} in shape {array.shape}; store NCHW or NHWC arrays with 1 or 3 channels "
+        f"(and height/width other than 1 or 3)"
+    )
 
 
 @register_dataset("image_folder")
@@ -201,14 +222,18 @@ class ImageFolder(ImageDataset):
 
     EXTENSIONS = (".png", ".jpg", ".jpeg")
 
-    def __init__(self, root: str = "", size: int = 64, channels: int = 3, heldout_fraction: float = 0.1, split_seed: int = 0):
+    def __init__(
+        self, root: str = "", size: int = 64, channels: int = 3, heldout_fraction: float = 0.1, split_seed: int = 0
+    ):
         self.size = check.positive_int("image_folder.size", size, MAX_SIZE)
         self.channels = check.choice("image_folder.channels", channels, CHANNELS)
         self.heldout_fraction = check.fraction("image_folder.heldout_fraction", heldout_fraction, True, True)
         self.split_seed = check.seed("image_folder.split_seed", split_seed)
         directory = Path(root)
         if not root or not directory.is_dir():
-            raise MatchzooError(f"image folder not found: {root!r}; set image_folder.root to a directory of PNG/JPEG files")
+            raise MatchzooError(
+                f"image folder not found: {root!r}; set image_folder.root to a directory of PNG/JPEG files"
+            )
         self.root = str(directory.resolve())
         self.files = sorted(p for p in directory.rglob("*") if p.suffix.lower() in self.EXTENSIONS)
         if len(self.files) < 2:
@@ -223,8 +248,15 @@ class ImageFolder(ImageDataset):
 
     def describe(self) -> dict:
         listing = hashlib.sha256("\n".join(str(p.relative_to(self.root)) for p in self.files).encode()).hexdigest()[:16]
-        return {"source": self.root, "files": len(self.files), "listing": listing, "size": self.size,
-                "channels": self.channels, "heldout_fraction": self.heldout_fraction, "split_seed": self.split_seed}
+        return {
+            "source": self.root,
+            "files": len(self.files),
+            "listing": listing,
+            "size": self.size,
+            "channels": self.channels,
+            "heldout_fraction": self.heldout_fraction,
+            "split_seed": self.split_seed,
+        }
 
 
 class _FileImages(Dataset):
@@ -253,12 +285,16 @@ def _read_image(path: Path, size: int, channels: int) -> np.ndarray:
         try:
             image = Image.open(path)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise MatchzooError(f"{path}: image too large to decode safely (possible decompression bomb); "
-                                f"remove it or shrink it below {MAX_IMAGE_PIXELS:,} pixels") from None
+            raise MatchzooError(
+                f"{path}: image too large to decode safely (possible decompression bomb); "
+                f"remove it or shrink it below {MAX_IMAGE_PIXELS:,} pixels"
+            ) from None
     with image:
         if image.width * image.height > MAX_IMAGE_PIXELS:
-            raise MatchzooError(f"{path}: {image.width}x{image.height} pixels is more than the {MAX_IMAGE_PIXELS:,} "
-                                f"read safely (possible decompression bomb); remove it or shrink it")
+            raise MatchzooError(
+                f"{path}: {image.width}x{image.height} pixels is more than the {MAX_IMAGE_PIXELS:,} "
+                f"read safely (possible decompression bomb); remove it or shrink it"
+            )
         image = image.convert("L" if channels == 1 else "RGB")
         scale = size / min(image.size)
         new = (max(size, round(image.size[0] * scale)), max(size, round(image.size[1] * scale)))

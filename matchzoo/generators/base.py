@@ -4,6 +4,7 @@
 :class:`Generator` registered with ``@register_generator``; the trainer checks its output shape and range
 on the first batch and stops with a one-line error if they are wrong.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -44,7 +45,8 @@ def check_generator_output(images: torch.Tensor, expected_shape: tuple[int, ...]
     """One-line error when a generator returns the wrong shape or leaves [-1, 1]."""
     if images.ndim != 4 or tuple(images.shape[1:]) != tuple(expected_shape):
         raise MatchzooError(
-            f"generator {name!r} returned shape {tuple(images.shape)}; the dataset needs (N, {', '.join(map(str, expected_shape))})"
+            f"generator {name!r} returned shape {tuple(images.shape)}; "
+            f"the dataset needs (N, {', '.join(map(str, expected_shape))})"
         )
     if not torch.isfinite(images).all():
         raise MatchzooError(f"generator {name!r} returned NaN or inf values")

@@ -1,4 +1,5 @@
 """``mlp``: noise -> fully connected layers -> tanh image. The small offline generator."""
+
 from __future__ import annotations
 
 import math
@@ -28,8 +29,10 @@ class MLPGenerator(Generator):
             fan_in = width
         needed, available = 4 * fan_in * math.prod(self.image_shape), check.memory_bytes()  # float32 output weights
         if available is not None and needed > available:
-            raise MatchzooError(f"mlp: the output layer ({fan_in} x {math.prod(self.image_shape)}) needs {needed / 2**30:.1f} GiB, "
-                                f"more than this machine's {available / 2**30:.1f} GiB; lower mlp.image_shape or mlp.width")
+            raise MatchzooError(
+                f"mlp: the output layer ({fan_in} x {math.prod(self.image_shape)}) needs {needed / 2**30:.1f} GiB, "
+                f"more than this machine's {available / 2**30:.1f} GiB; lower mlp.image_shape or mlp.width"
+            )
         layers.append(nn.Linear(fan_in, math.prod(self.image_shape)))
         self.net = nn.Sequential(*layers)
 

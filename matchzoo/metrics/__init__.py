@@ -3,6 +3,7 @@ improved precision/recall, density/coverage, and matching stability of an object
 
 Per-space metrics are registered (``@register_metric``, :mod:`matchzoo.metrics.registry`); importing a
 module here registers its metrics, so this list is the catalogue both evaluation paths draw from."""
+
 from matchzoo.metrics.fdrk import fdr_k, fdr_table, heldout_frechet_distance
 from matchzoo.metrics.frechet import FrechetReference, GaussianStats, SpaceReference, StreamingMoments
 from matchzoo.metrics.kid import kernel_inception_distance
@@ -12,8 +13,24 @@ from matchzoo.metrics.stability import matching_stability
 from matchzoo.metrics.suite import SuiteSettings, compute_row, evaluate_space
 
 __all__ = [
-    "METRICS", "Metric", "make_metrics", "metric_names", "register_metric",
-    "FrechetReference", "GaussianStats", "SpaceReference", "StreamingMoments", "fdr_k", "fdr_table",
-    "heldout_frechet_distance", "kernel_inception_distance", "precision_recall", "density_coverage", "prdc",
-    "matching_stability", "SuiteSettings", "compute_row", "evaluate_space",
+    "METRICS",
+    "Metric",
+    "make_metrics",
+    "metric_names",
+    "register_metric",
+    "FrechetReference",
+    "GaussianStats",
+    "SpaceReference",
+    "StreamingMoments",
+    "fdr_k",
+    "fdr_table",
+    "heldout_frechet_distance",
+    "kernel_inception_distance",
+    "precision_recall",
+    "density_coverage",
+    "prdc",
+    "matching_stability",
+    "SuiteSettings",
+    "compute_row",
+    "evaluate_space",
 ]

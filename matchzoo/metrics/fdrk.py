@@ -13,6 +13,7 @@ seed), so it is computed once per key and cached for the process.
 The registered metric ``fdr`` returns, per space, ``fd_matched`` (numerator), ``fd_heldout``
 (denominator), ``fdr`` and ``fdr_n`` (the sample size ``n``); :func:`fdr_k` averages a set of such rows.
 """
+
 from __future__ import annotations
 
 from typing import Hashable, Optional
@@ -34,7 +35,9 @@ def fdr_table(fd_generated: dict[str, float], fd_heldout: dict[str, float]) -> d
         raise MatchzooError("FDr^k needs at least one evaluation space")
     missing = sorted(set(fd_generated) - set(fd_heldout))
     if missing:
-        raise MatchzooError(f"no held-out FD baseline for space(s) {', '.join(missing)}; compute heldout_frechet_distance first")
+        raise MatchzooError(
+            f"no held-out FD baseline for space(s) {', '.join(missing)}; compute heldout_frechet_distance first"
+        )
     table: dict[str, float] = {}
     for space, fd in fd_generated.items():
         baseline = float(fd_heldout[space])
@@ -59,8 +62,11 @@ def subsample(features: torch.Tensor, size: int, seed: int) -> torch.Tensor:
 
 
 def heldout_frechet_distance(
-    heldout: torch.Tensor, reference: FrechetReference | torch.Tensor, sample_size: Optional[int] = None,
-    seed: int = 0, cache_key: Optional[Hashable] = None,
+    heldout: torch.Tensor,
+    reference: FrechetReference | torch.Tensor,
+    sample_size: Optional[int] = None,
+    seed: int = 0,
+    cache_key: Optional[Hashable] = None,
 ) -> float:
     """FD(held-out real features, reference) at ``sample_size`` held-out samples (the FDr denominator).
 
@@ -86,7 +92,10 @@ def heldout_frechet_distance(
 
 
 def matched_frechet_distances(
-    generated: torch.Tensor, heldout: torch.Tensor, reference: FrechetReference, seed: int = 0,
+    generated: torch.Tensor,
+    heldout: torch.Tensor,
+    reference: FrechetReference,
+    seed: int = 0,
     cache_key: Optional[Hashable] = None,
 ) -> tuple[float, float, int]:
     """``(FD(generated_n, ref), FD(heldout_n, ref), n)`` with ``n = min(#generated, #held-out)``."""
@@ -113,5 +122,6 @@ def fdr_k(rows: dict[str, dict[str, float]]) -> Optional[float]:
     """FDr^k over ``{space: row}`` rows holding the ``fdr`` metric's numbers (``None`` if they do not)."""
     if not rows or any(FD_MATCHED not in row for row in rows.values()):
         return None
-    return fdr_table({space: row[FD_MATCHED] for space, row in rows.items()},
-                     {space: row[FD_HELDOUT] for space, row in rows.items()})["fdr_k"]
+    return fdr_table(
+        {space: row[FD_MATCHED] for space, row in rows.items()}, {space: row[FD_HELDOUT] for space, row in rows.items()}
+    )["fdr_k"]

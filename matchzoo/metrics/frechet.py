@@ -11,13 +11,15 @@ in float64 (``k`` = mean of the first batch, which removes the cancellation of t
 
 :class:`FrechetReference` holds the reference :math:`(\mu_r, \Sigma_r)` and caches a factor
 :math:`F F^\top=\Sigma_r` (:func:`matchzoo.linalg.psd_factor`), so each later
-:math:`\mathrm{FD}=\|\mu-\mu_r\|^2+\operatorname{Tr}\Sigma+\operatorname{Tr}\Sigma_r-2\operatorname{Tr}(F^\top\Sigma F)^{1/2}`
-is one triangular congruence and one ``eigvalsh``; the reference is validated once. Sample sets smaller than ``D`` use the exact ``n x n`` dual form.
+:math:`\mathrm{FD}=\|\mu-\mu_r\|^2+\operatorname{Tr}\Sigma+\operatorname{Tr}\Sigma_r
+-2\operatorname{Tr}(F^\top\Sigma F)^{1/2}` is one triangular congruence and one ``eigvalsh``; the reference
+is validated once. Sample sets smaller than ``D`` use the exact ``n x n`` dual form.
 
 :class:`SpaceReference` is the real side of one feature space as every registered metric sees it, and
 the metrics ``fd_reference`` (key ``fd``: generated vs the train split, the FID convention) and
 ``fd_to_heldout`` (generated vs the held-out split) live here.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -47,7 +49,7 @@ class GaussianStats:
         moments = StreamingMoments()
         x = linalg.as_float64_tensor(features)
         for start in range(0, x.shape[0], batch_size):
-            moments.update(x[start:start + batch_size])
+            moments.update(x[start : start + batch_size])
         return moments.stats()
 
 
@@ -84,18 +86,29 @@ class StreamingMoments:
         r"""Add another accumulator's samples (e.g. from another process or worker), exactly.
 
         Re-centres ``other``'s sums from its shift :math:`k'` to ours :math:`k` with :math:`\delta = k'-k`:
-        :math:`s_1 \mathrel{+}= s_1' + n'\delta`, :math:`S_2 \mathrel{+}= S_2' + \delta s_1'^\top + s_1'\delta^\top + n'\delta\delta^\top`.
+        :math:`s_1 \mathrel{+}= s_1' + n'\delta`,
+        :math:`S_2 \mathrel{+}= S_2' + \delta s_1'^\top + s_1'\delta^\top + n'\delta\delta^\top`.
         """
         if other.count == 0:
             return self
         if self.count == 0:
-            self.count, self.shift, self.sum, self.outer = other.count, other.shift.clone(), other.sum.clone(), other.outer.clone()
+            self.count, self.shift, self.sum, self.outer = (
+                other.count,
+                other.shift.clone(),
+                other.sum.clone(),
+                other.outer.clone(),
+            )
             return self
         if other.shift.shape != self.shift.shape:
             raise ValueError(f"cannot merge moments of dimension {other.shift.shape[0]} into {self.shift.shape[0]}")
         delta = (other.shift - self.shift).to(self.shift.device)  # (D,)
         other_sum, other_outer = other.sum.to(self.sum.device), other.outer.to(self.outer.device)
-        self.outer += other_outer + torch.outer(delta, other_sum) + torch.outer(other_sum, delta) + other.count * torch.outer(delta, delta)
+        self.outer += (
+            other_outer
+            + torch.outer(delta, other_sum)
+            + torch.outer(other_sum, delta)
+            + other.count * torch.outer(delta, delta)
+        )
         self.sum += other_sum + other.count * delta
         self.count += other.count
         return self
@@ -167,8 +180,13 @@ class SpaceReference:
     ``frechet`` may be given (e.g. statistics read from the on-disk cache); ``cache_key`` (e.g.
     ``(space.fingerprint, dataset.fingerprint)``) memoises the held-out FDr baseline for the process."""
 
-    def __init__(self, reference: torch.Tensor, heldout: torch.Tensor, frechet: Optional[FrechetReference] = None,
-                 cache_key: Optional[Hashable] = None):
+    def __init__(
+        self,
+        reference: torch.Tensor,
+        heldout: torch.Tensor,
+        frechet: Optional[FrechetReference] = None,
+        cache_key: Optional[Hashable] = None,
+    ):
         self.reference, self.heldout, self.cache_key = reference, heldout, cache_key
         self._frechet, self._frechet_heldout = frechet, None
 

@@ -14,6 +14,7 @@ chunks, so only ``chunk x m`` kernel blocks are ever in memory.
 The registered metric ``kid`` (keys ``kid``, ``kid_std``) compares generated features with the reference
 (train split); its cost grows as ``subsets x subset_size^2``, so training leaves it out unless selected.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,7 +34,9 @@ class KID:
     subset_size: int
 
 
-def polynomial_kernel_sum(x: torch.Tensor, y: torch.Tensor, chunk: int = 4096, exclude_diagonal: bool = False) -> torch.Tensor:
+def polynomial_kernel_sum(
+    x: torch.Tensor, y: torch.Tensor, chunk: int = 4096, exclude_diagonal: bool = False
+) -> torch.Tensor:
     """:math:`\\sum_{i,j} (x_i^\\top y_j/d+1)^3` over ``x`` ``(n, d)``, ``y`` ``(m, d)`` in row chunks (float64).
 
     ``exclude_diagonal`` drops the ``i == j`` terms (``x`` and ``y`` must then be the same set).
@@ -41,7 +44,7 @@ def polynomial_kernel_sum(x: torch.Tensor, y: torch.Tensor, chunk: int = 4096, e
     dim = x.shape[1]
     total = torch.zeros((), dtype=torch.float64, device=x.device)
     for start in range(0, x.shape[0], chunk):
-        block = (x[start:start + chunk] @ y.T).div_(dim).add_(1.0).pow_(3)  # (chunk, m)
+        block = (x[start : start + chunk] @ y.T).div_(dim).add_(1.0).pow_(3)  # (chunk, m)
         total += block.sum()
         if exclude_diagonal:
             rows = torch.arange(start, min(start + chunk, x.shape[0]), device=x.device)
@@ -59,8 +62,12 @@ def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor, chunk: int = 4096) -> float:
 
 
 def kernel_inception_distance(
-    generated: linalg.ArrayLike, real: linalg.ArrayLike, subsets: int = 100, subset_size: int = 1000,
-    seed: int = 0, chunk: int = 4096,
+    generated: linalg.ArrayLike,
+    real: linalg.ArrayLike,
+    subsets: int = 100,
+    subset_size: int = 1000,
+    seed: int = 0,
+    chunk: int = 4096,
 ) -> KID:
     """KID between ``generated`` ``(n, d)`` and ``real`` ``(m, d)`` features; ``subset_size`` capped at min(n, m)."""
     x, y = linalg.as_float64_tensor(generated), linalg.as_float64_tensor(real)

@@ -17,6 +17,7 @@ over the generated-vs-real pairs gives all four numbers.
 The registered metric ``prdc`` computes all four on equal-size sets of at most ``samples`` generated and
 reference (train split) samples; it costs ``O(samples^2)``, so training leaves it out unless selected.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,28 +47,30 @@ def knn_squared_radii(points: torch.Tensor, k: int, chunk: int = 1024) -> torch.
     sq_norms = points.square().sum(dim=1)
     radii = []
     for start in range(0, points.shape[0], chunk):
-        block = squared_distances(points[start:start + chunk], points, sq_norms)  # (chunk, N)
+        block = squared_distances(points[start : start + chunk], points, sq_norms)  # (chunk, N)
         rows = torch.arange(block.shape[0], device=points.device)
         block[rows, rows + start] = 0.0  # self-distance exactly 0 (round-off could make it positive)
         radii.append(block.kthvalue(k + 1, dim=1).values)  # the 1st smallest is the point itself
     return torch.cat(radii)
 
 
-def _pair_pass(real: torch.Tensor, fake: torch.Tensor, real_radii: torch.Tensor, fake_radii: torch.Tensor | None,
-               chunk: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One chunked pass over fake x real: (fake in some real ball, #real balls per fake, real in fake ball, nearest fake)."""
+def _pair_pass(
+    real: torch.Tensor, fake: torch.Tensor, real_radii: torch.Tensor, fake_radii: torch.Tensor | None, chunk: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One chunked pass over fake x real: (fake in some real ball, #real balls per fake, real in fake ball,
+    nearest fake)."""
     real_sq = real.square().sum(dim=1)
     inside_real, ball_counts = [], []
     real_in_fake_ball = torch.zeros(real.shape[0], dtype=torch.bool, device=real.device)
     nearest_fake = torch.full((real.shape[0],), float("inf"), dtype=real.dtype, device=real.device)
     for start in range(0, fake.shape[0], chunk):
-        block = squared_distances(fake[start:start + chunk], real, real_sq)  # (chunk, N)
+        block = squared_distances(fake[start : start + chunk], real, real_sq)  # (chunk, N)
         within = block <= real_radii[None, :]
         inside_real.append(within.any(dim=1))
         ball_counts.append(within.sum(dim=1))
         nearest_fake = torch.minimum(nearest_fake, block.min(dim=0).values)
         if fake_radii is not None:
-            real_in_fake_ball |= (block <= fake_radii[start:start + chunk, None]).any(dim=0)
+            real_in_fake_ball |= (block <= fake_radii[start : start + chunk, None]).any(dim=0)
     return torch.cat(inside_real), torch.cat(ball_counts), real_in_fake_ball, nearest_fake
 
 
@@ -78,7 +81,9 @@ def _as_pair(real: linalg.ArrayLike, fake: linalg.ArrayLike) -> tuple[torch.Tens
     return x, y.to(x.device)
 
 
-def precision_recall(real: linalg.ArrayLike, fake: linalg.ArrayLike, k: int = 3, chunk: int = 1024) -> tuple[float, float]:
+def precision_recall(
+    real: linalg.ArrayLike, fake: linalg.ArrayLike, k: int = 3, chunk: int = 1024
+) -> tuple[float, float]:
     """Improved precision and recall of ``fake`` ``(M, D)`` against ``real`` ``(N, D)``."""
     x, y = _as_pair(real, fake)
     real_radii, fake_radii = knn_squared_radii(x, k, chunk), knn_squared_radii(y, k, chunk)
@@ -86,7 +91,9 @@ def precision_recall(real: linalg.ArrayLike, fake: linalg.ArrayLike, k: int = 3,
     return float(inside_real.double().mean()), float(real_in_fake_ball.double().mean())
 
 
-def density_coverage(real: linalg.ArrayLike, fake: linalg.ArrayLike, k: int = 5, chunk: int = 1024) -> tuple[float, float]:
+def density_coverage(
+    real: linalg.ArrayLike, fake: linalg.ArrayLike, k: int = 5, chunk: int = 1024
+) -> tuple[float, float]:
     """Density and coverage of ``fake`` ``(M, D)`` against ``real`` ``(N, D)``."""
     x, y = _as_pair(real, fake)
     real_radii = knn_squared_radii(x, k, chunk)
@@ -121,8 +128,14 @@ class PrecisionRecallDensityCoverage(Metric):
         # equal set sizes, as the metrics' authors recommend (coverage depends on N/M)
         size = min(self.samples, real.reference.shape[0], generated.shape[0])
         if size <= 5:
-            raise MatchzooError(f"precision/recall/density/coverage need more than 5 samples per side (k-NN with k=5), "
-                                f"got {size}; provide more samples or skip them (--no_prdc)")
+            raise MatchzooError(
+                f"precision/recall/density/coverage need more than 5 samples per side (k-NN with k=5), "
+                f"got {size}; provide more samples or skip them (--no_prdc)"
+            )
         scores = prdc(subsample(real.reference, size, seed), subsample(generated, size, seed + 1))
-        return {"precision": scores.precision, "recall": scores.recall, "density": scores.density,
-                "coverage": scores.coverage}
+        return {
+            "precision": scores.precision,
+            "recall": scores.recall,
+            "density": scores.density,
+            "coverage": scores.coverage,
+        }

@@ -10,6 +10,7 @@ numbers named in :attr:`Metric.keys`. Adding one is a new module in ``matchzoo/m
 decorated class, imported in ``matchzoo/metrics/__init__.py``; ``tests/test_metric_registry.py`` then
 covers it.
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence

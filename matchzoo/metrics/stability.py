@@ -14,6 +14,7 @@ It lies in [-1, 1]; 1 means the matching signal on the probe does not depend on 
 resample runs on a deep copy of the objective, so stateful objectives (FD-loss populations, warm-start
 potentials, critics) keep their persistent state untouched and every resample starts from the same state.
 """
+
 from __future__ import annotations
 
 import copy
@@ -29,8 +30,9 @@ def _draw_rows(pool: torch.Tensor, size: int, generator: torch.Generator) -> tor
     return pool[order.to(pool.device)]
 
 
-def gradient_field(objective: torch.nn.Module, probe: torch.Tensor, real: torch.Tensor,
-                   context: Optional[torch.Tensor] = None) -> torch.Tensor:
+def gradient_field(
+    objective: torch.nn.Module, probe: torch.Tensor, real: torch.Tensor, context: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """``d loss / d probe`` ``(B, D)`` of a deep copy of ``objective`` on ``([probe; context], real)``."""
     copy_ = copy.deepcopy(objective)
     with torch.enable_grad():  # callers often evaluate under no_grad
@@ -54,8 +56,13 @@ def mean_pairwise_cosine(fields: list[torch.Tensor]) -> float:
 
 
 def matching_stability(
-    objective: torch.nn.Module, probe: torch.Tensor, real_pool: torch.Tensor, resamples: int = 8,
-    batch_size: Optional[int] = None, generated_pool: Optional[torch.Tensor] = None, seed: int = 0,
+    objective: torch.nn.Module,
+    probe: torch.Tensor,
+    real_pool: torch.Tensor,
+    resamples: int = 8,
+    batch_size: Optional[int] = None,
+    generated_pool: Optional[torch.Tensor] = None,
+    seed: int = 0,
 ) -> float:
     """Matching stability of ``objective`` on ``probe`` ``(B, D)`` (see module docstring).
 
@@ -64,7 +71,8 @@ def matching_stability(
     """
     if probe.ndim != 2 or real_pool.ndim != 2 or probe.shape[1] != real_pool.shape[1]:
         raise MatchzooError(
-            f"stability needs probe (B, D) and real_pool (N, D) with the same D; got {tuple(probe.shape)} and {tuple(real_pool.shape)}"
+            f"stability needs probe (B, D) and real_pool (N, D) with the same D; "
+            f"got {tuple(probe.shape)} and {tuple(real_pool.shape)}"
         )
     if resamples < 2:
         raise MatchzooError(f"stability needs at least 2 resamples to compare, got {resamples}")

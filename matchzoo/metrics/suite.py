@@ -13,6 +13,7 @@ same quantities as ``eval/<key>/<space>``. Registered now (``fd_reference``, ``f
 * ``precision``/``recall`` (k=3) and ``density``/``coverage`` (k=5) on equal-size sets of at most
   ``prdc_samples`` generated and reference samples (:mod:`matchzoo.metrics.prdc`; cost grows as N x M).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,8 +41,9 @@ class SuiteSettings:
         return make_metrics([name for name in metric_names() if self.prdc or name != PRDC_METRIC], self)
 
 
-def compute_row(metrics: Sequence[Metric], generated: torch.Tensor, real: SpaceReference,
-                seed: int) -> dict[str, float]:
+def compute_row(
+    metrics: Sequence[Metric], generated: torch.Tensor, real: SpaceReference, seed: int
+) -> dict[str, float]:
     """``{key: value}`` of every metric for ``generated`` ``(n, D)`` in one space."""
     row: dict[str, float] = {}
     for metric in metrics:
@@ -49,9 +51,14 @@ def compute_row(metrics: Sequence[Metric], generated: torch.Tensor, real: SpaceR
     return row
 
 
-def evaluate_space(generated: torch.Tensor, reference: torch.Tensor, heldout: torch.Tensor,
-                   settings: SuiteSettings = SuiteSettings(), frechet_reference: Optional[FrechetReference] = None,
-                   cache_key: Optional[Hashable] = None) -> dict[str, float]:
+def evaluate_space(
+    generated: torch.Tensor,
+    reference: torch.Tensor,
+    heldout: torch.Tensor,
+    settings: SuiteSettings = SuiteSettings(),
+    frechet_reference: Optional[FrechetReference] = None,
+    cache_key: Optional[Hashable] = None,
+) -> dict[str, float]:
     """One row of metrics for ``generated`` ``(n, D)`` vs ``reference`` ``(N, D)`` (+ ``heldout`` ``(H, D)``)."""
     real = SpaceReference(reference, heldout, frechet_reference, cache_key)
     row = {"dim": float(generated.shape[1]), "n": float(generated.shape[0])}

@@ -1,4 +1,5 @@
 """Distribution-matching objectives. Importing this package registers every objective."""
+
 from matchzoo.objectives import (  # noqa: F401  (each module registers its objectives)
     bures,
     frechet,

@@ -23,6 +23,7 @@ Hooks the trainer uses (all optional):
   inputs, growing with a shift); ``False`` for surrogate losses whose *gradient* carries the matching
   signal (transport targets, adversarial generator losses). The property tests use it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -111,5 +112,7 @@ class Objective(LazyStateModule):
 
 def no_weighted_form(objective) -> str:
     name = getattr(type(objective), "registry_name", type(objective).__name__)
-    return (f"objective {name!r} has no weighted form for the resample probe; give its class a "
-            f"weighted_loss(candidates, weights, reference) or weighted_form(reference) method")
+    return (
+        f"objective {name!r} has no weighted form for the resample probe; give its class a "
+        f"weighted_loss(candidates, weights, reference) or weighted_form(reference) method"
+    )

@@ -40,6 +40,7 @@ The nuclear norm of :math:`\operatorname{diag}(\sqrt s)\tilde K_{fr}` equals tha
 (same :math:`\tilde K^\top S\tilde K`), so integer weights give the duplicated set's value and ``w = 1`` the
 objective's own.
 """
+
 from __future__ import annotations
 
 import math
@@ -74,8 +75,9 @@ def prepare_rows(x: torch.Tensor, center: bool, normalize_rows: bool) -> torch.T
     return x - x.mean(dim=0) if center else x
 
 
-def bures_squared(fake: torch.Tensor, real: torch.Tensor, center: bool = True, normalize_rows: bool = False,
-                  divide_by_n: bool = True) -> torch.Tensor:
+def bures_squared(
+    fake: torch.Tensor, real: torch.Tensor, center: bool = True, normalize_rows: bool = False, divide_by_n: bool = True
+) -> torch.Tensor:
     """Covariance-form Bures² between ``fake`` ``(m, D)`` and ``real`` ``(n, D)``; float64 scalar."""
     x, y = prepare_rows(fake, center, normalize_rows), prepare_rows(real.detach(), center, normalize_rows)
     m, n = (x.shape[0], y.shape[0]) if divide_by_n else (1, 1)
@@ -84,8 +86,12 @@ def bures_squared(fake: torch.Tensor, real: torch.Tensor, center: bool = True, n
 
 
 def weighted_bures(
-    x: torch.Tensor, weights: torch.Tensor, reference: torch.Tensor,
-    center: bool = True, normalize_rows: bool = False, divide_by_n: bool = True,
+    x: torch.Tensor,
+    weights: torch.Tensor,
+    reference: torch.Tensor,
+    center: bool = True,
+    normalize_rows: bool = False,
+    divide_by_n: bool = True,
 ) -> torch.Tensor:
     """Bures² of the weighted set: covariance ``Σ_i s_i x̃_i x̃_iᵀ`` (``s = p``, or ``w`` without ``divide_by_n``)."""
     p, n = probabilities(weights, x.shape[0])
@@ -140,8 +146,9 @@ class WeightedKernelBures:
 class Bures(Objective):
     """Bures² between feature covariances (centring / row normalisation / 1/n options, bures_gan preset)."""
 
-    def __init__(self, center: bool = True, normalize_rows: bool = False, divide_by_n: bool = True,
-                 preset: Optional[str] = None):
+    def __init__(
+        self, center: bool = True, normalize_rows: bool = False, divide_by_n: bool = True, preset: Optional[str] = None
+    ):
         super().__init__()
         if preset is not None:
             if preset not in PRESETS:
@@ -163,15 +170,24 @@ class Bures(Objective):
 class KernelBures(Objective):
     """Kernel Bures² in dual form: Tr K_ff + Tr K_rr − 2‖K_fr‖_* (linear, RBF, polynomial)."""
 
-    def __init__(self, kernel: str = "rbf", bandwidth: Optional[float] = None, degree: int = 3,
-                 gamma: Optional[float] = None, coef0: float = 1.0, center: bool = True,
-                 normalize_rows: bool = False, divide_by_n: bool = True):
+    def __init__(
+        self,
+        kernel: str = "rbf",
+        bandwidth: Optional[float] = None,
+        degree: int = 3,
+        gamma: Optional[float] = None,
+        coef0: float = 1.0,
+        center: bool = True,
+        normalize_rows: bool = False,
+        divide_by_n: bool = True,
+    ):
         super().__init__()
         if kernel not in KERNELS:
             raise MatchzooError(f"kernel_bures kernel must be one of {', '.join(KERNELS)}; got {kernel!r}")
         if bandwidth is not None and not (isinstance(bandwidth, (int, float)) and bandwidth > 0):
             raise MatchzooError(
-                f"kernel_bures bandwidth must be a number > 0 (or None: the median distance); got {bandwidth!r}")
+                f"kernel_bures bandwidth must be a number > 0 (or None: the median distance); got {bandwidth!r}"
+            )
         self.kernel, self.bandwidth, self.degree = kernel, bandwidth, int(degree)
         self.gamma, self.coef0 = gamma, float(coef0)
         self.center, self.normalize_rows, self.divide_by_n = bool(center), bool(normalize_rows), bool(divide_by_n)

@@ -35,6 +35,7 @@ uses the ``N x N`` dual with rows :math:`\sqrt{\tfrac{n}{n-1}p_i}\,(x_i-\mu_w)`.
 The population advances on each forward in training mode with grad enabled (``.eval()`` or
 ``torch.no_grad()`` evaluate without advancing).
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -51,17 +52,20 @@ from matchzoo.registry import register_objective
 POPULATION_MODES = ("queue", "ema", "batch")
 
 
-def frechet_from_moments(moments: PopulationMoments, mu_ref: torch.Tensor, cov_ref: torch.Tensor,
-                         sqrt_cov_ref: torch.Tensor) -> torch.Tensor:
+def frechet_from_moments(
+    moments: PopulationMoments, mu_ref: torch.Tensor, cov_ref: torch.Tensor, sqrt_cov_ref: torch.Tensor
+) -> torch.Tensor:
     """Differentiable float64 FD between population moments and the reference N(mu_ref, cov_ref)."""
     centered = moments.centered  # (n, D) or None: Sigma = Xc^T Xc / n
-    population = linalg.Gaussian(moments.mean, moments.cov, centered,
-                                 divisor=centered.shape[0] if centered is not None else 1.0)
+    population = linalg.Gaussian(
+        moments.mean, moments.cov, centered, divisor=centered.shape[0] if centered is not None else 1.0
+    )
     return linalg.frechet_sum(population, linalg.Gaussian(mu_ref, cov_ref, factor=sqrt_cov_ref))
 
 
-def frechet_loss(fake: torch.Tensor, mu_ref: torch.Tensor, cov_ref: torch.Tensor,
-                 sqrt_cov_ref: torch.Tensor) -> torch.Tensor:
+def frechet_loss(
+    fake: torch.Tensor, mu_ref: torch.Tensor, cov_ref: torch.Tensor, sqrt_cov_ref: torch.Tensor
+) -> torch.Tensor:
     """Differentiable FD of the batch ``fake`` ``(B, D)`` (unbiased covariance) to N(mu_ref, cov_ref)."""
     mu, cov = linalg.mean_cov(fake)
     batch = linalg.Gaussian(mu, cov, fake.to(torch.float64) - mu, divisor=fake.shape[0] - 1)
@@ -82,7 +86,10 @@ def weighted_mean_cov(x: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Ten
 
 
 def weighted_frechet(
-    x: torch.Tensor, weights: torch.Tensor, mu_ref: torch.Tensor, cov_ref: torch.Tensor,
+    x: torch.Tensor,
+    weights: torch.Tensor,
+    mu_ref: torch.Tensor,
+    cov_ref: torch.Tensor,
     sqrt_cov_ref: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """FD of the weighted set (moments of :func:`weighted_mean_cov`) to N(mu_ref, cov_ref); float64 scalar."""
@@ -104,8 +111,14 @@ def reference_statistics(features: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 class FrechetDistance(Objective):
     """FD-loss: Fréchet distance of a queue/EMA generated population to the full real statistics."""
 
-    def __init__(self, population: str = "queue", population_size: int = 50_000, beta: float = 0.999,
-                 normalize: bool = False, normalize_eps: float = 0.01):
+    def __init__(
+        self,
+        population: str = "queue",
+        population_size: int = 50_000,
+        beta: float = 0.999,
+        normalize: bool = False,
+        normalize_eps: float = 0.01,
+    ):
         super().__init__()
         if population not in POPULATION_MODES:
             raise MatchzooError(f"fd population must be one of {', '.join(POPULATION_MODES)}; got {population!r}")

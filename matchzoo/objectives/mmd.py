@@ -17,6 +17,7 @@ Weighted form (resample probe): the V-statistic :math:`p^\top K_{xx}p - 2p^\top 
 :math:`p = w/\sum w`, ``q`` uniform and this kernel (bandwidths relative to the reference's median distance).
 The U-statistic is not a function of the measure, so no weighted form agrees with it on duplicated samples.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -64,8 +65,15 @@ def gaussian_gram(bandwidths: Sequence[float]) -> Gram:
 class MMD(Objective):
     """Unbiased MMD² with a Gaussian (multi-bandwidth), energy or polynomial kernel."""
 
-    def __init__(self, kernel: str = "gaussian", bandwidths: Sequence[float] = (0.5, 1.0, 2.0),
-                 absolute_bandwidths: bool = False, degree: int = 3, gamma: float | None = None, coef0: float = 1.0):
+    def __init__(
+        self,
+        kernel: str = "gaussian",
+        bandwidths: Sequence[float] = (0.5, 1.0, 2.0),
+        absolute_bandwidths: bool = False,
+        degree: int = 3,
+        gamma: float | None = None,
+        coef0: float = 1.0,
+    ):
         super().__init__()
         if kernel not in KERNELS:
             raise MatchzooError(f"mmd kernel must be one of {', '.join(KERNELS)}; got {kernel!r}")

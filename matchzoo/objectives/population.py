@@ -22,6 +22,7 @@ Both use the population (``1/n``) covariance, i.e. the moments of the population
 ``advance(f)`` folds the detached live batch into the state; the objective calls it after the loss.
 All state lives in buffers (checkpointed) and is sized by the first batch.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -35,8 +36,14 @@ from matchzoo.objectives.base import LazyStateModule
 class PopulationMoments:
     """What a population returns: float64 moments plus, for the dual trace form, the centred samples."""
 
-    def __init__(self, mean: torch.Tensor, cov: torch.Tensor, size: int, sample_weight: float,
-                 centered: Optional[torch.Tensor] = None):
+    def __init__(
+        self,
+        mean: torch.Tensor,
+        cov: torch.Tensor,
+        size: int,
+        sample_weight: float,
+        centered: Optional[torch.Tensor] = None,
+    ):
         self.mean = mean  # (D,)
         self.cov = cov  # (D, D)
         self.size = size  # number of samples the moments stand for
@@ -96,8 +103,14 @@ class QueuePopulation(LazyStateModule):
             raise MatchzooError("FD-loss needs at least 2 generated samples (batch size >= 2)")
         dropped_sum, dropped_outer = dropped.sum(0), dropped.T @ dropped  # (D,), (D, D)
         live_sum, live_outer = live64.sum(0), live64.T @ live64  # (D,), (D, D), with gradient
-        self._pending = (live.detach(), self._batch_key(live), dropped_sum, dropped_outer,
-                         live_sum.detach(), live_outer.detach())
+        self._pending = (
+            live.detach(),
+            self._batch_key(live),
+            dropped_sum,
+            dropped_outer,
+            live_sum.detach(),
+            live_outer.detach(),
+        )
         mean = (self.feature_sum - dropped_sum + live_sum) / n
         second = (self.outer_sum - dropped_outer + live_outer) / n
         cov = second - torch.outer(mean, mean)
@@ -113,8 +126,15 @@ class QueuePopulation(LazyStateModule):
     def _batch_key(self, live: torch.Tensor) -> tuple:
         """Identifies (queue state, live batch contents). The pending entry keeps the batch's storage alive,
         so an equal address means the same storage, and the version counter changes on any in-place write."""
-        return (int(self.count), int(self.write_pos), live.data_ptr(), live._version, live.shape, live.stride(),
-                live.dtype)
+        return (
+            int(self.count),
+            int(self.write_pos),
+            live.data_ptr(),
+            live._version,
+            live.shape,
+            live.stride(),
+            live.dtype,
+        )
 
     def _same_batch(self, pending: tuple, live: torch.Tensor) -> bool:
         return pending[1] == self._batch_key(live)

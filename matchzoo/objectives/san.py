@@ -30,6 +30,7 @@ Weighted form (resample probe): :math:`\sum_i p_i\,\ell_G(d(x_i))` with the per-
 :math:`\ell_G`, against a critic that keeps training on the weighted measure between weight updates
 (:class:`matchzoo.objectives.weighting.CriticTrainedWeightedLoss`).
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -73,8 +74,16 @@ class SAN(Objective):
     is_divergence = False
     critic_betas = (0.0, 0.99)
 
-    def __init__(self, loss: str = "hinge", hidden: Sequence[int] = (512, 512), out_dim: Optional[int] = 256,
-                 dim: Optional[int] = None, critic_steps: int = 1, critic_lr: float = 2e-4, slope: float = 0.2):
+    def __init__(
+        self,
+        loss: str = "hinge",
+        hidden: Sequence[int] = (512, 512),
+        out_dim: Optional[int] = 256,
+        dim: Optional[int] = None,
+        critic_steps: int = 1,
+        critic_lr: float = 2e-4,
+        slope: float = 0.2,
+    ):
         super().__init__()
         if loss not in BASE_LOSSES:
             raise MatchzooError(f"san loss must be one of {', '.join(BASE_LOSSES)}; got {loss!r}")
@@ -89,8 +98,9 @@ class SAN(Objective):
         self.layers = nn.ModuleList(
             [nn.LazyLinear(widths[0])] + [nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:])] if widths else []
         )
-        self.direction = (nn.Parameter(F.normalize(torch.randn(widths[-1]), dim=0)) if widths
-                          else nn.UninitializedParameter())
+        self.direction = (
+            nn.Parameter(F.normalize(torch.randn(widths[-1]), dim=0)) if widths else nn.UninitializedParameter()
+        )
         self.log_scale = nn.Parameter(torch.zeros(()))
         if dim is not None:
             self.build(int(dim))

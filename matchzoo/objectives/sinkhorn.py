@@ -44,6 +44,7 @@ uniform reference, same cost, blur and scale, tensorized backend.
 Backend: ``tensorized`` unless pykeops imports (``online`` then); geomloss 0.3.1 can leave autograd
 switched on, so the caller's grad mode is restored after every call.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -79,8 +80,9 @@ class GradModeRestored:
         return False
 
 
-def sinkhorn_divergence(fake: torch.Tensor, real: torch.Tensor, blur: float, scaling: float,
-                        diameter: Optional[float], backend: str) -> torch.Tensor:
+def sinkhorn_divergence(
+    fake: torch.Tensor, real: torch.Tensor, blur: float, scaling: float, diameter: Optional[float], backend: str
+) -> torch.Tensor:
     """geomloss debiased Sinkhorn divergence (cost ½‖x−y‖²) between uniform measures on the rows."""
     from geomloss import SamplesLoss
 
@@ -90,8 +92,13 @@ def sinkhorn_divergence(fake: torch.Tensor, real: torch.Tensor, blur: float, sca
 
 
 def weighted_sinkhorn(
-    x: torch.Tensor, weights: torch.Tensor, reference: torch.Tensor,
-    blur: float = 0.5, scaling: float = 0.995, diameter: Optional[float] = None, scale: float = 1.0,
+    x: torch.Tensor,
+    weights: torch.Tensor,
+    reference: torch.Tensor,
+    blur: float = 0.5,
+    scaling: float = 0.995,
+    diameter: Optional[float] = None,
+    scale: float = 1.0,
 ) -> torch.Tensor:
     """geomloss Sinkhorn divergence (p=2) between Σ p_i δ_{x_i/scale} and the uniform measure on ``reference/scale``."""
     from geomloss import SamplesLoss
@@ -99,8 +106,9 @@ def weighted_sinkhorn(
     probs, _ = probabilities(weights, x.shape[0])
     dtype = x.dtype
     uniform = torch.full((reference.shape[0],), 1.0 / reference.shape[0], dtype=dtype, device=x.device)
-    loss = SamplesLoss("sinkhorn", p=2, blur=blur, scaling=scaling, diameter=diameter, debias=True,
-                       backend="tensorized")
+    loss = SamplesLoss(
+        "sinkhorn", p=2, blur=blur, scaling=scaling, diameter=diameter, debias=True, backend="tensorized"
+    )
     with GradModeRestored():
         return loss(probs.to(dtype), x / scale, uniform, reference.detach().to(dtype) / scale)
 
@@ -109,8 +117,14 @@ def weighted_sinkhorn(
 class Sinkhorn(Objective):
     """Debiased Sinkhorn divergence (geomloss, cost ½‖x−y‖², standardised features)."""
 
-    def __init__(self, blur: float = 0.5, scaling: float = 0.995, diameter: Optional[float] = None,
-                 standardize: bool = True, backend: Optional[str] = None):
+    def __init__(
+        self,
+        blur: float = 0.5,
+        scaling: float = 0.995,
+        diameter: Optional[float] = None,
+        standardize: bool = True,
+        backend: Optional[str] = None,
+    ):
         super().__init__()
         if blur <= 0 or not 0.0 < scaling < 1.0:
             raise MatchzooError(f"sinkhorn needs blur > 0 and 0 < scaling < 1; got blur={blur}, scaling={scaling}")

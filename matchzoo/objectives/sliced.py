@@ -36,6 +36,7 @@ surrogate of the expectation). With ``learned_directions`` (max-sliced) the obje
 weighted form trains the directions on the weighted measure between weight updates
 (:class:`matchzoo.objectives.weighting.CriticTrainedWeightedLoss`) around :func:`weighted_sliced_w2`.
 """
+
 from __future__ import annotations
 
 import torch
@@ -88,8 +89,9 @@ def weighted_wasserstein_1d_squared(x: torch.Tensor, p: torch.Tensor, y: torch.T
     return (widths * gaps.square()).sum(0)
 
 
-def weighted_sliced_w2(x: torch.Tensor, weights: torch.Tensor, reference: torch.Tensor,
-                       directions: torch.Tensor) -> torch.Tensor:
+def weighted_sliced_w2(
+    x: torch.Tensor, weights: torch.Tensor, reference: torch.Tensor, directions: torch.Tensor
+) -> torch.Tensor:
     """Mean over ``directions`` ``(D, L)`` of the weighted W₂²; float64 scalar."""
     p, _ = probabilities(weights, x.shape[0])
     directions = directions.detach().to(torch.float64)
@@ -133,6 +135,7 @@ class SlicedWasserstein(Objective):
         """Random directions: one fixed draw; learned ones: the critic keeps training on the weighted measure."""
         reference = reference.detach()
         if self.has_critic:
+
             def value(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
                 return weighted_sliced_w2(x, weights, reference, self.current_directions(reference).detach())
 

@@ -73,6 +73,7 @@ information; its gradient is reproduced instead), and the :math:`-\tfrac12\mathr
 full divergence is left out: it is constant in ``w`` and ``x`` and the objective never defines its ε, so
 :math:`L` is a divergence up to that constant (it can be negative).
 """
+
 from __future__ import annotations
 
 import math
@@ -94,8 +95,9 @@ def soft_c_transform(potential: torch.Tensor, cost: torch.Tensor, eps: float) ->
     return -eps * (torch.logsumexp((potential[None, :] - cost) / eps, dim=1) - math.log(n))
 
 
-def sinkhorn_potentials(cost: torch.Tensor, eps: float, iterations: int,
-                        init_row: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+def sinkhorn_potentials(
+    cost: torch.Tensor, eps: float, iterations: int, init_row: Optional[torch.Tensor] = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Balanced log-domain Sinkhorn between uniform measures; returns row ``(M,)`` and column ``(N,)`` potentials."""
     row = init_row if init_row is not None else torch.zeros(cost.shape[0], dtype=cost.dtype, device=cost.device)
     col = soft_c_transform(row, cost.T, eps)
@@ -106,8 +108,9 @@ def sinkhorn_potentials(cost: torch.Tensor, eps: float, iterations: int,
     return row, col
 
 
-def symmetric_potential(cost: torch.Tensor, eps: float, iterations: int,
-                        init: Optional[torch.Tensor] = None) -> torch.Tensor:
+def symmetric_potential(
+    cost: torch.Tensor, eps: float, iterations: int, init: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """Self-transport potential ``(M,)`` by averaged symmetric updates :math:`p <- (p + T p)/2`."""
     potential = init if init is not None else torch.zeros(cost.shape[0], dtype=cost.dtype, device=cost.device)
     for _ in range(iterations):
@@ -115,8 +118,9 @@ def symmetric_potential(cost: torch.Tensor, eps: float, iterations: int,
     return potential
 
 
-def barycentric_targets(cost: torch.Tensor, row: torch.Tensor, col: torch.Tensor, eps: float,
-                        support: torch.Tensor) -> torch.Tensor:
+def barycentric_targets(
+    cost: torch.Tensor, row: torch.Tensor, col: torch.Tensor, eps: float, support: torch.Tensor
+) -> torch.Tensor:
     """Row-normalised coupling applied to ``support`` ``(N, D)`` -> targets ``(M, D)``."""
     weights = torch.softmax((row[:, None] + col[None, :] - cost) / eps, dim=1)  # (M, N), rows sum to 1
     return weights @ support
@@ -139,8 +143,15 @@ def c_transform(potential: torch.Tensor, log_kernel: torch.Tensor, eps: float) -
     return -eps * torch.logsumexp(log_kernel + potential[None, :] / eps, dim=1)
 
 
-def dual_value(first: torch.Tensor, second: torch.Tensor, row_potential: torch.Tensor, col_potential: torch.Tensor,
-               measure: torch.Tensor, cost: torch.Tensor, eps: float) -> torch.Tensor:
+def dual_value(
+    first: torch.Tensor,
+    second: torch.Tensor,
+    row_potential: torch.Tensor,
+    col_potential: torch.Tensor,
+    measure: torch.Tensor,
+    cost: torch.Tensor,
+    eps: float,
+) -> torch.Tensor:
     """``<a, f> + <b, g> - eps <ν, exp((f ⊕ g - C)/eps) - 1>``, differentiable in ``a``, ``b``, ``ν``, ``C``."""
     # clamped: where ν_ij = 0 (a forbidden self-transport) the exponent may be large; 0 * finite keeps gradients finite
     kernel = torch.exp(((row_potential[:, None] + col_potential[None, :] - cost) / eps).clamp_max(600.0))
@@ -193,8 +204,9 @@ class WeightedSinkhornTransport:
         p, total = probabilities(weights, x.shape[0])
         x, y, w = x.to(torch.float64), self.reference, weights.to(torch.float64)
         if x.shape[0] < 2 or float(total.detach()) <= 1.0:
-            raise MatchzooError("the weighted sinkhorn_transport needs a total weight above 1 "
-                                "(a sample may not transport to itself)")
+            raise MatchzooError(
+                "the weighted sinkhorn_transport needs a total weight above 1 (a sample may not transport to itself)"
+            )
         cross_cost, self_cost = squared_distances(x, y), squared_distances(x, x)  # (N, M), (N, N)
         self_measure = leave_one_out_measure(w)  # (N, N)
         count = float(total.detach())
@@ -221,15 +233,23 @@ class SinkhornTransport(Objective):
         super().__init__()
         if not taus or min(taus) <= 0 or iterations < 1:
             raise MatchzooError(
-                f"sinkhorn_transport needs positive taus and iterations >= 1; got {tuple(taus)}, {iterations}")
+                f"sinkhorn_transport needs positive taus and iterations >= 1; got {tuple(taus)}, {iterations}"
+            )
         self.taus, self.iterations, self.warm_start = tuple(float(t) for t in taus), int(iterations), bool(warm_start)
         self.register_buffer("previous_real", torch.empty(0))  # (N, D) real support of the last step
         self.register_buffer("real_potentials", torch.empty(0))  # (T, N) column potentials of the cross problem
         self.register_buffer("previous_fake", torch.empty(0))  # (B, D) generated support of the last step
         self.register_buffer("fake_potentials", torch.empty(0))  # (T, B) self-problem potentials
 
-    def _initial_row(self, points: torch.Tensor, support: torch.Tensor, potentials: torch.Tensor, k: int,
-                     eps: float, exclude_coincident: bool = False) -> Optional[torch.Tensor]:
+    def _initial_row(
+        self,
+        points: torch.Tensor,
+        support: torch.Tensor,
+        potentials: torch.Tensor,
+        k: int,
+        eps: float,
+        exclude_coincident: bool = False,
+    ) -> Optional[torch.Tensor]:
         """Soft c-transform of last step's potentials onto ``points`` (``None``: cold start)."""
         if not self.warm_start or support.numel() == 0 or support.shape[1] != points.shape[1]:
             return None
@@ -250,12 +270,19 @@ class SinkhornTransport(Objective):
         for k, tau in enumerate(self.taus):
             eps_cross = tau * float(cross_cost.std())
             eps_self = tau * float(off_diagonal.std()) if off_diagonal.numel() > 1 else eps_cross
-            row, col = sinkhorn_potentials(cross_cost, eps_cross, self.iterations,
-                                           self._initial_row(f, self.previous_real, self.real_potentials, k, eps_cross))
+            row, col = sinkhorn_potentials(
+                cross_cost,
+                eps_cross,
+                self.iterations,
+                self._initial_row(f, self.previous_real, self.real_potentials, k, eps_cross),
+            )
             cross_target = barycentric_targets(cross_cost, row, col, eps_cross, r)
             self_potential = symmetric_potential(
-                self_cost, eps_self, self.iterations,
-                self._initial_row(f, self.previous_fake, self.fake_potentials, k, eps_self, exclude_coincident=True))
+                self_cost,
+                eps_self,
+                self.iterations,
+                self._initial_row(f, self.previous_fake, self.fake_potentials, k, eps_self, exclude_coincident=True),
+            )
             self_target = barycentric_targets(self_cost, self_potential, self_potential, eps_self, f)
             step = cross_target - self_target  # (B, D)
             rms = step.square().sum(1).mean().sqrt()

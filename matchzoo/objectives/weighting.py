@@ -27,6 +27,7 @@ that keeps training against :math:`\alpha_p` penalises such collapse, as it woul
 critic the forms are deterministic (``w = 1`` gives the objective's value, integer weights the duplicated
 set's); the sequence of values the optimiser sees is not a fixed function of ``w`` (the critic moves).
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -49,15 +50,23 @@ class CriticTrainedWeightedLoss:
     """A weighted generator-side loss plus :meth:`critic_step`, which the resample probe calls before each weight
     update."""
 
-    def __init__(self, objective, reference: torch.Tensor, value: WeightedLoss, warmup_steps: int = 200,
-                 batch_size: int = 256, seed: int = 0):
+    def __init__(
+        self,
+        objective,
+        reference: torch.Tensor,
+        value: WeightedLoss,
+        warmup_steps: int = 200,
+        batch_size: int = 256,
+        seed: int = 0,
+    ):
         self.objective, self.value = objective, value
         self.reference = reference.detach()  # (M, D)
         self.warmup_steps, self.batch_size = int(warmup_steps), int(batch_size)
         self.generator = torch.Generator().manual_seed(seed)
         objective.prepare_reference(self.reference)  # sizes lazy critic parameters
-        self.optimizer = torch.optim.Adam(objective.critic_parameters(), lr=objective.critic_lr,
-                                          betas=objective.critic_betas)
+        self.optimizer = torch.optim.Adam(
+            objective.critic_parameters(), lr=objective.critic_lr, betas=objective.critic_betas
+        )
         self.warmed_up = False
 
     def __call__(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -75,8 +84,9 @@ class CriticTrainedWeightedLoss:
         features = x.detach().to(self.reference.dtype)
         with torch.enable_grad():
             for _ in range(steps):
-                fake_index = torch.multinomial(probabilities.detach().float(), self.batch_size, replacement=True,
-                                               generator=self.generator)
+                fake_index = torch.multinomial(
+                    probabilities.detach().float(), self.batch_size, replacement=True, generator=self.generator
+                )
                 real_index = torch.randint(0, self.reference.shape[0], (self.batch_size,), generator=self.generator)
                 loss = self.objective.critic_loss(features[fake_index], self.reference[real_index]).loss
                 self.optimizer.zero_grad()

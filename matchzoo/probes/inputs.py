@@ -1,4 +1,5 @@
 """Probe inputs: candidate images (npz or generator checkpoint) and their features in every evaluation space."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,7 +14,8 @@ from matchzoo.probes.resample import SpaceFeatures
 
 
 def load_candidates(path: str, count: Optional[int] = None, seed: int = 0, progress: bool = False) -> torch.Tensor:
-    """Candidate images ``(N, C, H, W)`` in [-1, 1]: an ``.npz`` of images, or ``count`` samples of a checkpoint's generator."""
+    """Candidate images ``(N, C, H, W)`` in [-1, 1]: an ``.npz`` of images, or ``count`` samples of a
+    checkpoint's generator."""
     if count is not None:  # a negative count used to slice from the end and keep N - |count| candidates
         validate.positive_int("num_candidates", count)
     source = Path(path)
@@ -25,7 +27,9 @@ def load_candidates(path: str, count: Optional[int] = None, seed: int = 0, progr
             images = images[torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed))[:count]]
         return images
     if not source.exists():
-        raise MatchzooError(f"candidates not found: {path}; pass an .npz of images or a run's checkpoint (file or run folder)")
+        raise MatchzooError(
+            f"candidates not found: {path}; pass an .npz of images or a run's checkpoint (file or run folder)"
+        )
     from matchzoo.stored_config import load_generator
 
     generator = load_generator(source)
@@ -44,14 +48,18 @@ def images_features(space, images: torch.Tensor, progress: bool = False) -> torc
     return extract_features(space, TensorImages(images), desc=f"candidates in {space.name}", progress=progress)
 
 
-def evaluation_features(space_names: Sequence[str], dataset, candidates: torch.Tensor,
-                        progress: bool = False) -> tuple[dict, dict[str, SpaceFeatures]]:
+def evaluation_features(
+    space_names: Sequence[str], dataset, candidates: torch.Tensor, progress: bool = False
+) -> tuple[dict, dict[str, SpaceFeatures]]:
     """``({name: space}, {name: SpaceFeatures})``: candidates, train (reference) and held-out features per space."""
     from matchzoo import make_feature_space
     from matchzoo.data.cache import reference_features
 
     if candidates.ndim != 4 or candidates.shape[1] != dataset.channels:
-        raise MatchzooError(f"candidates have shape {tuple(candidates.shape)}; dataset {dataset.name!r} has {dataset.channels}-channel images")
+        raise MatchzooError(
+            f"candidates have shape {tuple(candidates.shape)}; "
+            f"dataset {dataset.name!r} has {dataset.channels}-channel images"
+        )
     spaces, features = {}, {}
     for name in tqdm(space_names, desc="features", unit="space", disable=not progress):
         space = make_feature_space(name)

@@ -11,6 +11,7 @@ FD at the same ``n`` and :math:`\mathrm{FDr}_X = \mathrm{FD}_X / \mathrm{FD}_X(\
 FDr^k, the mean over spaces. No sample changes: a drop in the attacked space that the other spaces do not
 share is a metric being gamed, not a better generator.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -77,9 +78,14 @@ class ProbeResult:
         return sum(r.fdr_after for r in self.rows) / len(self.rows)
 
 
-def optimise_logits(loss: Callable[[torch.Tensor], torch.Tensor], count: int, steps: int, lr: float,
-                    before_step: Optional[Callable[[torch.Tensor], None]] = None,
-                    progress: bool = False) -> tuple[torch.Tensor, float, float]:
+def optimise_logits(
+    loss: Callable[[torch.Tensor], torch.Tensor],
+    count: int,
+    steps: int,
+    lr: float,
+    before_step: Optional[Callable[[torch.Tensor], None]] = None,
+    progress: bool = False,
+) -> tuple[torch.Tensor, float, float]:
     """Adam on logits ``(count,)`` from 0 to minimise ``loss(softmax(logits))``; returns (probabilities, first, last).
 
     ``before_step(probabilities)`` (detached) runs before every evaluation: adversarial weighted forms train
@@ -111,20 +117,35 @@ def optimise_logits(loss: Callable[[torch.Tensor], torch.Tensor], count: int, st
 def draw_sets(probabilities: torch.Tensor, sample_size: int, draws: int, seed: int) -> torch.Tensor:
     """``(draws, sample_size)`` candidate indices drawn with replacement from ``probabilities`` ``(N,)``."""
     generator = torch.Generator().manual_seed(seed)
-    return torch.stack([torch.multinomial(probabilities.float(), sample_size, replacement=True, generator=generator)
-                        for _ in range(draws)])
+    return torch.stack(
+        [
+            torch.multinomial(probabilities.float(), sample_size, replacement=True, generator=generator)
+            for _ in range(draws)
+        ]
+    )
 
 
-def fd_rows(features: dict[str, SpaceFeatures], before: torch.Tensor, after: torch.Tensor, attack_space: Optional[str],
-            seed: int, progress: bool = False) -> list[SpaceRow]:
+def fd_rows(
+    features: dict[str, SpaceFeatures],
+    before: torch.Tensor,
+    after: torch.Tensor,
+    attack_space: Optional[str],
+    seed: int,
+    progress: bool = False,
+) -> list[SpaceRow]:
     """Mean FD over the drawn sets (uniform ``before``, weighted ``after``) and the held-out baseline, per space."""
     rows = []
     sample_size = before.shape[1]
-    bar = tqdm(total=len(features) * (before.shape[0] + after.shape[0] + 1), desc="draws", unit="FD", disable=not progress)
+    bar = tqdm(
+        total=len(features) * (before.shape[0] + after.shape[0] + 1), desc="draws", unit="FD", disable=not progress
+    )
     for name, space in features.items():
         reference = FrechetReference.from_features(space.reference)
         bar.set_postfix_str(name, refresh=False)
-        fd_before, fd_after = mean_fd(reference, space.candidates, before, bar), mean_fd(reference, space.candidates, after, bar)
+        fd_before, fd_after = (
+            mean_fd(reference, space.candidates, before, bar),
+            mean_fd(reference, space.candidates, after, bar),
+        )
         baseline = heldout_frechet_distance(space.heldout, reference, sample_size, seed)
         bar.update()
         rows.append(SpaceRow(name, fd_before, fd_after, baseline, attacked=name == attack_space))
@@ -147,13 +168,23 @@ def check_features(features: dict[str, SpaceFeatures], sample_size: int) -> None
         raise MatchzooError(f"every space needs features of the same candidates; got counts {sorted(counts)}")
     smallest_heldout = min(s.heldout.shape[0] for s in features.values())
     if not 2 <= sample_size <= smallest_heldout:
-        raise MatchzooError(f"--sample_size {sample_size} must be in [2, {smallest_heldout}] (the held-out split size, for FDr)")
+        raise MatchzooError(
+            f"--sample_size {sample_size} must be in [2, {smallest_heldout}] (the held-out split size, for FDr)"
+        )
 
 
 def resample_probe(
-    features: dict[str, SpaceFeatures], attack_space: Optional[str], weighted_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    sample_size: Optional[int] = None, steps: int = 300, lr: float = 0.05, draws: int = 5, seed: int = 0, label: str = "",
-    attack_candidates: Optional[torch.Tensor] = None, progress: bool = False,
+    features: dict[str, SpaceFeatures],
+    attack_space: Optional[str],
+    weighted_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    sample_size: Optional[int] = None,
+    steps: int = 300,
+    lr: float = 0.05,
+    draws: int = 5,
+    seed: int = 0,
+    label: str = "",
+    attack_candidates: Optional[torch.Tensor] = None,
+    progress: bool = False,
 ) -> ProbeResult:
     """Optimise sampling weights against ``weighted_loss(candidates, weights)``; FD in every space before/after.
 
@@ -168,44 +199,70 @@ def resample_probe(
     check_features(features, sample_size)
     if attack_candidates is None:
         if attack_space not in features:
-            raise MatchzooError(f"attacked space {attack_space!r} is not among the evaluation spaces ({', '.join(features)}); add it")
+            raise MatchzooError(
+                f"attacked space {attack_space!r} is not among the evaluation spaces ({', '.join(features)}); add it"
+            )
         attack_candidates = features[attack_space].candidates
     candidates = attack_candidates.detach()
     count = candidates.shape[0]
     critic_step = getattr(weighted_loss, "critic_step", None)  # adversarial forms (see matchzoo.objectives.weighting)
     before_step = (lambda p: critic_step(candidates, p)) if critic_step is not None else None
-    probabilities, first, last = optimise_logits(lambda p: weighted_loss(candidates, sample_size * p), count, steps, lr,
-                                                 before_step, progress)
+    probabilities, first, last = optimise_logits(
+        lambda p: weighted_loss(candidates, sample_size * p), count, steps, lr, before_step, progress
+    )
     uniform = torch.full((count,), 1.0 / count, dtype=torch.float64)
     before = draw_sets(uniform, sample_size, draws, seed)
     after = draw_sets(probabilities, sample_size, draws, seed)  # same stream: unchanged weights give the same sets
     rows = fd_rows(features, before, after, attack_space, seed, progress)
-    return ProbeResult(rows, sample_size, draws, first, last, probabilities, float(1.0 / probabilities.square().sum()), label)
+    return ProbeResult(
+        rows, sample_size, draws, first, last, probabilities, float(1.0 / probabilities.square().sum()), label
+    )
 
 
 def format_result(result: ProbeResult, title: str) -> str:
     """A plain-text table: FD and FDr per space before/after, the attacked space marked, FDr^k last."""
-    lines = [title,
-             f"attacked objective (weighted): {result.attack_value_before:.5g} -> {result.attack_value_after:.5g}; "
-             f"{result.draws} draws of {result.sample_size}; effective candidates {result.effective_size:.0f} of "
-             f"{result.probabilities.shape[0]}",
-             f"{'space':<30} {'FD before':>11} {'FD after':>11} {'change':>8} {'FDr before':>11} {'FDr after':>10}"]
+    lines = [
+        title,
+        f"attacked objective (weighted): {result.attack_value_before:.5g} -> {result.attack_value_after:.5g}; "
+        f"{result.draws} draws of {result.sample_size}; effective candidates {result.effective_size:.0f} of "
+        f"{result.probabilities.shape[0]}",
+        f"{'space':<30} {'FD before':>11} {'FD after':>11} {'change':>8} {'FDr before':>11} {'FDr after':>10}",
+    ]
     for row in result.rows:
         name = f"{row.space}{' (attacked)' if row.attacked else ''}"
-        lines.append(f"{name:<30} {row.fd_before:>11.4g} {row.fd_after:>11.4g} {100 * row.change:>+7.1f}% "
-                     f"{row.fdr_before:>11.3f} {row.fdr_after:>10.3f}")
+        lines.append(
+            f"{name:<30} {row.fd_before:>11.4g} {row.fd_after:>11.4g} {100 * row.change:>+7.1f}% "
+            f"{row.fdr_before:>11.3f} {row.fdr_after:>10.3f}"
+        )
     change = result.fdr_k_after / result.fdr_k_before - 1.0
-    lines.append(f"{'FDr^k':<30} {'':>11} {'':>11} {100 * change:>+7.1f}% {result.fdr_k_before:>11.3f} {result.fdr_k_after:>10.3f}")
+    lines.append(
+        f"{'FDr^k':<30} {'':>11} {'':>11} {100 * change:>+7.1f}% "
+        f"{result.fdr_k_before:>11.3f} {result.fdr_k_after:>10.3f}"
+    )
     return "\n".join(lines)
 
 
 def result_record(result: ProbeResult) -> dict:
     """JSON-ready summary of a probe result."""
     return {
-        "label": result.label, "sample_size": result.sample_size, "draws": result.draws,
-        "attack_value_before": result.attack_value_before, "attack_value_after": result.attack_value_after,
-        "effective_size": result.effective_size, "fdr_k_before": result.fdr_k_before, "fdr_k_after": result.fdr_k_after,
-        "spaces": {r.space: {"attacked": r.attacked, "fd_before": r.fd_before, "fd_after": r.fd_after, "fd_heldout": r.fd_heldout,
-                             "fdr_before": r.fdr_before, "fdr_after": r.fdr_after} for r in result.rows},
+        "label": result.label,
+        "sample_size": result.sample_size,
+        "draws": result.draws,
+        "attack_value_before": result.attack_value_before,
+        "attack_value_after": result.attack_value_after,
+        "effective_size": result.effective_size,
+        "fdr_k_before": result.fdr_k_before,
+        "fdr_k_after": result.fdr_k_after,
+        "spaces": {
+            r.space: {
+                "attacked": r.attacked,
+                "fd_before": r.fd_before,
+                "fd_after": r.fd_after,
+                "fd_heldout": r.fd_heldout,
+                "fdr_before": r.fdr_before,
+                "fdr_after": r.fdr_after,
+            }
+            for r in result.rows
+        },
         **result.extra,
     }

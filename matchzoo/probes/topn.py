@@ -15,6 +15,7 @@ Class probabilities come from the classifier space's ``logits(images) -> (N, C)`
 from a multinomial logistic-regression probe fitted on the space's reference features and the dataset's
 ``labels`` (the training split).
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -43,8 +44,9 @@ def histogram_loss(indicators: torch.Tensor, reference_histogram: torch.Tensor):
     return loss
 
 
-def linear_probe_probabilities(train_features: torch.Tensor, train_labels: torch.Tensor,
-                               others: Sequence[torch.Tensor], seed: int = 0) -> list[torch.Tensor]:
+def linear_probe_probabilities(
+    train_features: torch.Tensor, train_labels: torch.Tensor, others: Sequence[torch.Tensor], seed: int = 0
+) -> list[torch.Tensor]:
     """Class probabilities of ``others`` from logistic regression fitted on ``(train_features, train_labels)``."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
@@ -55,8 +57,14 @@ def linear_probe_probabilities(train_features: torch.Tensor, train_labels: torch
     return [torch.from_numpy(model.predict_proba(scaler.transform(x.double().numpy()))) for x in others]
 
 
-def class_probabilities(space, dataset, candidate_images: torch.Tensor, reference_features: torch.Tensor,
-                        candidate_features: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, str]:
+def class_probabilities(
+    space,
+    dataset,
+    candidate_images: torch.Tensor,
+    reference_features: torch.Tensor,
+    candidate_features: torch.Tensor,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, str]:
     """``(candidate probs (N, C), reference probs (M, C), source)`` from ``space.logits`` or a linear probe."""
     logits = getattr(space, "logits", None)
     if callable(logits):
@@ -73,9 +81,11 @@ def class_probabilities(space, dataset, candidate_images: torch.Tensor, referenc
             f"linear probe; use a classifier space or a labelled dataset (e.g. digits)"
         )
     train_labels = torch.as_tensor(labels)[dataset.split_indices("train")]
-    candidate, reference = linear_probe_probabilities(reference_features, train_labels, [candidate_features, reference_features], seed)
+    candidate, reference = linear_probe_probabilities(
+        reference_features, train_labels, [candidate_features, reference_features], seed
+    )
     return candidate, reference, f"logistic-regression probe on {space.name} features"
 
 
 def _batched(fn, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    return torch.cat([fn(images[i:i + batch_size]) for i in range(0, images.shape[0], batch_size)])
+    return torch.cat([fn(images[i : i + batch_size]) for i in range(0, images.shape[0], batch_size)])

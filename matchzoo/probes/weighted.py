@@ -14,6 +14,7 @@ the adversarial forms agree for the critic of that moment. Everywhere else (FD w
 Bures, kernel Bures, Sinkhorn) uniform weights give the objective's value, and every form gives the duplicated
 set's value at integer weights.
 """
+
 from __future__ import annotations
 
 import torch

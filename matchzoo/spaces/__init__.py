@@ -6,11 +6,14 @@ Offline (no download): ``pixels``, ``random_conv``, and the shipped encoders ``d
 ``convnextv2_base`` (timm), ``clip_vitb32``, ``clip_vitl14``, ``siglip`` (open_clip). timm, open_clip
 and pytorch-fid are imported only when such a space is built.
 """
+
+from matchzoo.spaces import (
+    clip_spaces,  # noqa: F401  (registers CLIP, SigLIP)
+    digits_encoders,  # noqa: F401  (registers "digits_classifier", "digits_ssl")
+    inception,  # noqa: F401  (registers "inception")
+    offline,  # noqa: F401  (registers "pixels", "random_conv")
+    timm_spaces,  # noqa: F401  (registers DINOv2, MAE, ConvNeXt-V2)
+)
 from matchzoo.spaces.base import FeatureSpace, Preprocessing, preprocess
-from matchzoo.spaces import offline  # noqa: F401  (registers "pixels", "random_conv")
-from matchzoo.spaces import digits_encoders  # noqa: F401  (registers "digits_classifier", "digits_ssl")
-from matchzoo.spaces import inception  # noqa: F401  (registers "inception")
-from matchzoo.spaces import timm_spaces  # noqa: F401  (registers DINOv2, MAE, ConvNeXt-V2)
-from matchzoo.spaces import clip_spaces  # noqa: F401  (registers CLIP, SigLIP)
 
 __all__ = ["FeatureSpace", "Preprocessing", "preprocess"]

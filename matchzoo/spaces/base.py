@@ -8,6 +8,7 @@ Subclasses set ``dim``, ``preprocessing`` and ``weights_source`` and implement `
 preprocessed batch. Parameters are frozen (``requires_grad_(False)``) and the module stays in eval mode
 even when a parent calls ``.train()``; gradients still flow to the input images.
 """
+
 from __future__ import annotations
 
 import hashlib

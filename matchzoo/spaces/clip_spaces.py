@@ -6,6 +6,7 @@ L2-normalised), as in FD_CLIP. Preprocessing takes open_clip's per-tag config: b
 tower is dropped after loading. OpenAI CLIP uses QuickGELU, so those models are built with
 ``force_quick_gelu=True`` (otherwise the OpenAI weights give wrong features silently).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,8 +32,14 @@ class OpenClipSpace(FeatureSpace):
     quick_gelu: bool = False
     allows_bf16 = True
 
-    def __init__(self, pretrained: bool = True, weights: Optional[str] = None, seed: int = 0,
-                 bf16: bool = True, channels_last: bool = True):
+    def __init__(
+        self,
+        pretrained: bool = True,
+        weights: Optional[str] = None,
+        seed: int = 0,
+        bf16: bool = True,
+        channels_last: bool = True,
+    ):
         super().__init__()
         import open_clip
 
@@ -51,7 +58,9 @@ class OpenClipSpace(FeatureSpace):
             else:
                 model = open_clip.create_model(self.model_name, pretrained=None, **kwargs)
         self.visual = model.visual  # text tower dropped
-        self.weights_source = f"downloaded via open_clip ({self.model_name}/{self.tag})" if resolved.download else resolved.source
+        self.weights_source = (
+            f"downloaded via open_clip ({self.model_name}/{self.tag})" if resolved.download else resolved.source
+        )
         self.set_gpu_path(bf16=bf16, channels_last=channels_last)
         self.freeze()
         with torch.no_grad():
@@ -73,14 +82,20 @@ class OpenClipSpace(FeatureSpace):
         hub = cfg.get("hf_hub", "")
         repo, filename = (hub.rstrip("/"), "") if hub.endswith("/") else (str(Path(hub).parent), Path(hub).name)
         files = (filename,) if filename else HF_WEIGHT_FILES
-        return WeightsLocation(model=f"{cls.registry_name} (open_clip {cls.model_name}/{cls.tag})",
-                               hf_files=tuple((repo, f) for f in files) if repo else (), download_url=cfg.get("url", ""))
+        return WeightsLocation(
+            model=f"{cls.registry_name} (open_clip {cls.model_name}/{cls.tag})",
+            hf_files=tuple((repo, f) for f in files) if repo else (),
+            download_url=cfg.get("url", ""),
+        )
 
     @classmethod
     def catalog(cls) -> dict:
         hub = ", ".join(f"{repo}/{name}" for repo, name in cls.weights_location().hf_files[:1])
-        return {"dim": cls.dim, "preprocessing": cls.preprocessing,
-                "weights": f"open_clip {cls.model_name}/{cls.tag} (HF cache {hub}) or weights="}
+        return {
+            "dim": cls.dim,
+            "preprocessing": cls.preprocessing,
+            "weights": f"open_clip {cls.model_name}/{cls.tag} (HF cache {hub}) or weights=",
+        }
 
 
 def _create_from_file(open_clip, name: str, path: Path, kwargs: dict):
@@ -113,7 +128,8 @@ class ClipViTL14(OpenClipSpace):
 
 @register_feature_space("siglip")
 class SigLIPB16(OpenClipSpace):
-    """SigLIP ViT-B/16 (WebLI, open_clip): 224px Pillow-bicubic, mean/std 0.5, pooled (MAP head) image embedding, 768-d."""
+    """SigLIP ViT-B/16 (WebLI, open_clip): 224px Pillow-bicubic, mean/std 0.5, pooled (MAP head) image
+    embedding, 768-d."""
 
     model_name, tag, dim = "ViT-B-16-SigLIP", "webli", 768
     preprocessing = clip_preprocessing((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "image embedding (attention-pool head)")

@@ -10,6 +10,7 @@ on the digits *train* split only by ``python -m matchzoo.spaces.train_digits_enc
 weight files live in ``matchzoo/spaces/weights/<name>.pt`` next to ``<name>.json`` (SHA-256, command,
 seed, accuracy); loading verifies the checksum and never touches the network.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -36,10 +37,13 @@ class DigitsEncoderNet(nn.Module):
         super().__init__()
         self.dim, self.width = dim, width
         self.body = nn.Sequential(
-            nn.Conv2d(1, width, 3, padding=1), nn.GELU(),  # (N, w, 8, 8)
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.GELU(),  # (N, 2w, 8, 8)
+            nn.Conv2d(1, width, 3, padding=1),
+            nn.GELU(),  # (N, w, 8, 8)
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.GELU(),  # (N, 2w, 8, 8)
             nn.AvgPool2d(2),  # (N, 2w, 4, 4)
-            nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.GELU(),  # (N, 2w, 4, 4)
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1),
+            nn.GELU(),  # (N, 2w, 4, 4)
             nn.AvgPool2d(2),  # (N, 2w, 2, 2)
             nn.Flatten(),  # (N, 8w)
         )
@@ -72,7 +76,9 @@ def load_shipped_state(name: str) -> dict[str, torch.Tensor]:
     metadata = shipped_metadata(name)
     path = WEIGHTS_DIR / metadata["file"]
     if not path.is_file():
-        raise MissingWeightsError(f"{name}: shipped weight file {path} is missing; reinstall matchzoo or run `{TRAIN_COMMAND}`")
+        raise MissingWeightsError(
+            f"{name}: shipped weight file {path} is missing; reinstall matchzoo or run `{TRAIN_COMMAND}`"
+        )
     actual = file_sha256(path)
     if actual != metadata["sha256"]:
         raise MatchzooError(
@@ -85,7 +91,9 @@ def load_shipped_state(name: str) -> dict[str, torch.Tensor]:
 def load_state_file(name: str, path: str) -> dict[str, torch.Tensor]:
     file = Path(path).expanduser()
     if not file.is_file():
-        raise MissingWeightsError(f"{name}: weights file not found: {path}; pass an existing state_dict file as weights=")
+        raise MissingWeightsError(
+            f"{name}: weights file not found: {path}; pass an existing state_dict file as weights="
+        )
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for a non-checkpoint file
@@ -101,7 +109,12 @@ class DigitsEncoderSpace(FeatureSpace):
     def __init__(self, pretrained: bool = True, weights: Optional[str] = None, seed: int = 0):
         super().__init__()
         self.preprocessing = Preprocessing(
-            size=8, resize="bilinear", antialias=True, channels=1, mean=(0.5,), std=(0.5,),
+            size=8,
+            resize="bilinear",
+            antialias=True,
+            channels=1,
+            mean=(0.5,),
+            std=(0.5,),
             layer=f"64-d embedding (linear layer after conv body; {self.training_recipe})",
         )
         self.net = DigitsEncoderNet()
@@ -109,9 +122,15 @@ class DigitsEncoderSpace(FeatureSpace):
         if weights:
             state, self.weights_source = load_state_file(self.shipped_name, weights), f"file {weights}"
         elif pretrained:
-            state, self.weights_source = load_shipped_state(self.shipped_name), f"shipped {self.shipped_name}.pt (sha256-checked)"
+            state, self.weights_source = (
+                load_shipped_state(self.shipped_name),
+                f"shipped {self.shipped_name}.pt (sha256-checked)",
+            )
         else:
-            state, self.weights_source = _seeded_random_state(self.net, seed), f"random init (seed {seed}, pretrained=False)"
+            state, self.weights_source = (
+                _seeded_random_state(self.net, seed),
+                f"random init (seed {seed}, pretrained=False)",
+            )
         try:
             self.net.load_state_dict(state)
         except RuntimeError as error:

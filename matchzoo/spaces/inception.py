@@ -6,6 +6,7 @@ file pytorch-fid and torch-fidelity use. Inputs are resized to 299x299 with the 
 reference implementation (:mod:`matchzoo.spaces.tf_resize`) and scaled to [-1, 1], so FDs agree with
 published FIDs. Always float32 (the convention the published numbers were computed in).
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -19,10 +20,17 @@ from matchzoo.spaces.base import FeatureSpace, Preprocessing
 from matchzoo.spaces.resolve import WeightsLocation, download_failed, resolve_weights, torch_hub_checkpoints
 
 FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
-FID_WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{FID_WEIGHTS_FILE}"  # = pytorch-fid's
+FID_WEIGHTS_URL = (
+    f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{FID_WEIGHTS_FILE}"  # = pytorch-fid's
+)
 
 INCEPTION_PREPROCESSING = Preprocessing(
-    size=299, resize="tf1_bilinear", antialias=False, channels=3, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+    size=299,
+    resize="tf1_bilinear",
+    antialias=False,
+    channels=3,
+    mean=(0.5, 0.5, 0.5),
+    std=(0.5, 0.5, 0.5),
     layer="pool3 (global average pool after Mixed_7c), 2048-d",
 )
 
@@ -49,9 +57,27 @@ def build_fid_inception(seed: int = 0) -> nn.Module:
     return net
 
 
-POOL3_PATH = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
-              "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d",
-              "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c", "avgpool")
+POOL3_PATH = (
+    "Conv2d_1a_3x3",
+    "Conv2d_2a_3x3",
+    "Conv2d_2b_3x3",
+    "maxpool1",
+    "Conv2d_3b_1x1",
+    "Conv2d_4a_3x3",
+    "maxpool2",
+    "Mixed_5b",
+    "Mixed_5c",
+    "Mixed_5d",
+    "Mixed_6a",
+    "Mixed_6b",
+    "Mixed_6c",
+    "Mixed_6d",
+    "Mixed_6e",
+    "Mixed_7a",
+    "Mixed_7b",
+    "Mixed_7c",
+    "avgpool",
+)
 
 
 @register_feature_space("inception")
@@ -60,13 +86,20 @@ class FIDInception(FeatureSpace):
 
     dim = 2048
     preprocessing = INCEPTION_PREPROCESSING
+
     @classmethod
     def weights_location(cls) -> WeightsLocation:
         checkpoints = torch_hub_checkpoints()  # follows $TORCH_HOME at call time
-        return WeightsLocation(model="inception (FID Inception-v3)", local_files=(checkpoints / FID_WEIGHTS_FILE,),
-                               how_to=f"or copy {FID_WEIGHTS_FILE} into {checkpoints} ", download_url=FID_WEIGHTS_URL)
+        return WeightsLocation(
+            model="inception (FID Inception-v3)",
+            local_files=(checkpoints / FID_WEIGHTS_FILE,),
+            how_to=f"or copy {FID_WEIGHTS_FILE} into {checkpoints} ",
+            download_url=FID_WEIGHTS_URL,
+        )
 
-    def __init__(self, pretrained: bool = True, weights: Optional[str] = None, seed: int = 0, channels_last: bool = True):
+    def __init__(
+        self, pretrained: bool = True, weights: Optional[str] = None, seed: int = 0, channels_last: bool = True
+    ):
         super().__init__()
         resolved = resolve_weights(self.weights_location(), weights, pretrained)
         self.net = build_fid_inception(seed)
@@ -80,7 +113,9 @@ class FIDInception(FeatureSpace):
             try:
                 self.net.load_state_dict(state)
             except RuntimeError as error:
-                raise MatchzooError(f"inception: {resolved.path} is not an FID Inception state_dict: {str(error).splitlines()[0]}") from None
+                raise MatchzooError(
+                    f"inception: {resolved.path} is not an FID Inception state_dict: {str(error).splitlines()[0]}"
+                ) from None
         self.weights_source = f"downloaded {FID_WEIGHTS_FILE}" if resolved.download else resolved.source
         self.set_gpu_path(bf16=False, channels_last=channels_last)
         self.freeze()
@@ -92,8 +127,11 @@ class FIDInception(FeatureSpace):
 
     @classmethod
     def catalog(cls) -> dict:
-        return {"dim": cls.dim, "preprocessing": cls.preprocessing,
-                "weights": f"torch hub checkpoints/{FID_WEIGHTS_FILE} (pytorch-fid release) or weights="}
+        return {
+            "dim": cls.dim,
+            "preprocessing": cls.preprocessing,
+            "weights": f"torch hub checkpoints/{FID_WEIGHTS_FILE} (pytorch-fid release) or weights=",
+        }
 
 
 def _load_file(path) -> dict:

@@ -1,4 +1,5 @@
 """Offline feature spaces that need no download: raw pixels and a seeded random-init CNN."""
+
 from __future__ import annotations
 
 import math
@@ -17,7 +18,11 @@ class Pixels(FeatureSpace):
     def __init__(self, size: int = 8, channels: int = 1):
         super().__init__()
         self.preprocessing = Preprocessing(
-            size=size, resize="area", channels=channels, mean=(0.5,) * channels, std=(0.5,) * channels,
+            size=size,
+            resize="area",
+            channels=channels,
+            mean=(0.5,) * channels,
+            std=(0.5,) * channels,
             layer="flattened pixels in [-1, 1]",
         )
         self.dim = channels * size * size
@@ -41,13 +46,20 @@ class RandomConv(FeatureSpace):
         super().__init__()
         self.seed, self.width = seed, width
         self.preprocessing = Preprocessing(
-            size=size, resize="bilinear", channels=channels, mean=(0.5,) * channels, std=(0.5,) * channels,
+            size=size,
+            resize="bilinear",
+            channels=channels,
+            mean=(0.5,) * channels,
+            std=(0.5,) * channels,
             layer=f"conv3 -> avgpool(2x2) -> random projection to {dim}",
         )
         self.body = nn.Sequential(
-            nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(channels, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1),
+            nn.ReLU(),
             nn.AdaptiveAvgPool2d(2),
         )
         self.project = nn.Linear(2 * width * 4, dim, bias=False)

@@ -11,6 +11,7 @@ c = (i + ½)·s, uses the inputs j ∈ [⌊c − 2t + ½⌋, ⌊c + 2t + ½⌋) 
 normalised to sum to one per row. Applied separably: ``Y = R · X · Cᵀ``. No clipping or uint8
 rounding between passes (Pillow's float ``"F"`` mode behaves the same way).
 """
+
 from __future__ import annotations
 
 import functools

@@ -15,6 +15,7 @@ and how to provide the file. :func:`check_weights` does that for every space of 
 built or loaded, so all missing weights are reported in one message. ``HF_HUB_OFFLINE=1`` is set while
 constructing models from local files so timm/open_clip never touch the network.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -183,7 +184,10 @@ def connect_target(url: str) -> tuple[str, int, str]:
     proxy = urllib.request.getproxies().get(parts.scheme)
     via = ""
     if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
-        parts, via = urlsplit(proxy if "://" in proxy else f"http://{proxy}"), f" (the {parts.scheme} proxy for {parts.hostname})"
+        parts, via = (
+            urlsplit(proxy if "://" in proxy else f"http://{proxy}"),
+            f" (the {parts.scheme} proxy for {parts.hostname})",
+        )
     return parts.hostname or "", parts.port or (80 if parts.scheme == "http" else 443), via
 
 
@@ -253,7 +257,9 @@ def missing_weights_message(missing: list[tuple[WeightsRequest, WeightsLocation,
     return f"{header} (pretrained=False gives random weights): {' | '.join(entries)}"
 
 
-def configured_requests(references: Iterable[tuple[str, str]], query: Callable[[str, Any], Any]) -> list[WeightsRequest]:
+def configured_requests(
+    references: Iterable[tuple[str, str]], query: Callable[[str, Any], Any]
+) -> list[WeightsRequest]:
     """Weights requests of the feature spaces a parsed gin config calls, before anything is built.
 
     ``references``: ``(scope, name)`` of every ``@name()`` in the config (``config.referenced_configurables()``);
@@ -277,12 +283,20 @@ def option_requests(per_space: Mapping[str, Mapping[str, Any]]) -> list[WeightsR
     requests = []
     for name, kwargs in per_space.items():
         weights = kwargs.get("weights")
-        requests.append(WeightsRequest(name, None if weights is None else str(weights), bool(kwargs.get("pretrained", True)),
-                                       setting=f"--space_param {name}.weights=/path/to/file"))
+        requests.append(
+            WeightsRequest(
+                name,
+                None if weights is None else str(weights),
+                bool(kwargs.get("pretrained", True)),
+                setting=f"--space_param {name}.weights=/path/to/file",
+            )
+        )
     return requests
 
 
-def _applied_binding(query: Callable[[str, Any], Any], scope: str, name: str, param: str, default: Any) -> tuple[Any, str]:
+def _applied_binding(
+    query: Callable[[str, Any], Any], scope: str, name: str, param: str, default: Any
+) -> tuple[Any, str]:
     """``(value, binding)`` of ``name.param`` as gin applies it to a call in ``scope``: the longest scope prefix
     that binds it wins (``a/b/name.p``, then ``a/name.p``, then ``name.p``)."""
     parts = [part for part in scope.split("/") if part]

@@ -8,6 +8,7 @@ of ``torch.nn.functional.interpolate``):
 
 Implemented as two dense interpolation matrices, ``Y = A_h · X · A_wᵀ`` per image and channel.
 """
+
 from __future__ import annotations
 
 import functools

@@ -8,6 +8,7 @@ pre-logits. Weights are resolved by :mod:`matchzoo.spaces.resolve` (explicit fil
 torch hub cache -> download if allowed) and loaded through timm's own pretrained loader so its
 checkpoint filters (position-embedding resampling, classifier removal) apply.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,8 +19,13 @@ import torch
 from matchzoo.errors import MatchzooError
 from matchzoo.registry import register_feature_space
 from matchzoo.spaces.base import FeatureSpace, Preprocessing
-from matchzoo.spaces.resolve import (WeightsLocation, download_failed, hub_offline, resolve_weights,
-                                     torch_hub_checkpoints)
+from matchzoo.spaces.resolve import (
+    WeightsLocation,
+    download_failed,
+    hub_offline,
+    resolve_weights,
+    torch_hub_checkpoints,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -33,8 +39,14 @@ class TimmSpace(FeatureSpace):
     create_kwargs: dict = {}
     allows_bf16 = True
 
-    def __init__(self, pretrained: bool = True, weights: Optional[str] = None, seed: int = 0,
-                 bf16: bool = True, channels_last: bool = True):
+    def __init__(
+        self,
+        pretrained: bool = True,
+        weights: Optional[str] = None,
+        seed: int = 0,
+        bf16: bool = True,
+        channels_last: bool = True,
+    ):
         super().__init__()
         import timm
 
@@ -70,16 +82,25 @@ class TimmSpace(FeatureSpace):
 
         cfg = timm.models.get_pretrained_cfg(cls.timm_name)
         hub_id = getattr(cfg, "hf_hub_id", None)
-        hf_files = tuple((hub_id, f) for f in ((cfg.hf_hub_filename,) if cfg.hf_hub_filename else HF_WEIGHT_FILES)) if hub_id else ()
+        hf_files = (
+            tuple((hub_id, f) for f in ((cfg.hf_hub_filename,) if cfg.hf_hub_filename else HF_WEIGHT_FILES))
+            if hub_id
+            else ()
+        )
         url = getattr(cfg, "url", None) or ""
         local = (torch_hub_checkpoints() / Path(url).name,) if url else ()
-        return WeightsLocation(model=f"{cls.registry_name} (timm {cls.timm_name})", hf_files=hf_files, local_files=local,
-                               download_url=url)
+        return WeightsLocation(
+            model=f"{cls.registry_name} (timm {cls.timm_name})", hf_files=hf_files, local_files=local, download_url=url
+        )
 
     @classmethod
     def catalog(cls) -> dict:
         hub = ", ".join(f"{repo}/{name}" for repo, name in cls.weights_location().hf_files[:1])
-        return {"dim": cls.dim, "preprocessing": cls.preprocessing, "weights": f"timm {cls.timm_name} (HF cache {hub}) or weights="}
+        return {
+            "dim": cls.dim,
+            "preprocessing": cls.preprocessing,
+            "weights": f"timm {cls.timm_name} (HF cache {hub}) or weights=",
+        }
 
 
 def _create_from_file(timm, name: str, path: Path, kwargs: dict):
@@ -92,8 +113,9 @@ def _create_from_file(timm, name: str, path: Path, kwargs: dict):
 
 
 def dinov2_preprocessing(layer: str) -> Preprocessing:
-    return Preprocessing(size=224, resize="pil_bicubic", antialias=True, channels=3, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                         layer=layer)
+    return Preprocessing(
+        size=224, resize="pil_bicubic", antialias=True, channels=3, mean=IMAGENET_MEAN, std=IMAGENET_STD, layer=layer
+    )
 
 
 class DinoV2(TimmSpace):
@@ -139,9 +161,17 @@ class MAELarge(TimmSpace):
 
 @register_feature_space("convnextv2_base")
 class ConvNeXtV2Base(TimmSpace):
-    """ConvNeXt-V2-B (FCMAE, IN-22k->1k fine-tuned): 224px Pillow-bicubic, ImageNet mean/std, pooled pre-logits, 1024-d."""
+    """ConvNeXt-V2-B (FCMAE, IN-22k->1k fine-tuned): 224px Pillow-bicubic, ImageNet mean/std, pooled
+    pre-logits, 1024-d."""
 
     timm_name = "convnextv2_base.fcmae_ft_in22k_in1k"
     dim = 1024
-    preprocessing = Preprocessing(size=224, resize="pil_bicubic", antialias=True, channels=3, mean=IMAGENET_MEAN,
-                                  std=IMAGENET_STD, layer="global average pool + head LayerNorm (pre-logits)")
+    preprocessing = Preprocessing(
+        size=224,
+        resize="pil_bicubic",
+        antialias=True,
+        channels=3,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        layer="global average pool + head LayerNorm (pre-logits)",
+    )

@@ -17,6 +17,7 @@ Afterwards the script measures held-out accuracy (classifier) and linear-probe h
 (logistic regression on frozen features; also for raw pixels as a baseline) and writes
 ``matchzoo/spaces/weights/<name>.pt`` + ``<name>.json`` (SHA-256, command, seed, metrics).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,14 +42,19 @@ def augment(images: torch.Tensor, generator: torch.Generator, noise: float = 0.1
     scale = 0.9 + 0.2 * torch.rand(n, generator=generator)
     shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * (2.0 / images.shape[-1])  # ±1 px in [-1, 1] coords
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)  # (N, 2, 3)
+    theta = torch.stack(
+        [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
+    )  # (N, 2, 3)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     warped = F.grid_sample(images + 1.0, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1.0
     return (warped + noise * torch.randn(warped.shape, generator=generator)).clamp(-1.0, 1.0)
 
 
-def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, sim: float = 25.0, var: float = 25.0, cov: float = 1.0) -> torch.Tensor:
+def vicreg_loss(
+    z1: torch.Tensor, z2: torch.Tensor, sim: float = 25.0, var: float = 25.0, cov: float = 1.0
+) -> torch.Tensor:
     """VICReg on projections z1, z2 (B, d); see the module docstring."""
+
     def variance(z: torch.Tensor) -> torch.Tensor:
         return F.relu(1.0 - torch.sqrt(z.var(dim=0) + 1e-4)).mean()
 
@@ -63,7 +69,7 @@ def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, sim: float = 25.0, var: floa
 def batches(n: int, batch_size: int, generator: torch.Generator):
     order = torch.randperm(n, generator=generator)
     for start in range(0, n - batch_size + 1, batch_size):  # drop the ragged tail (VICReg needs full batches)
-        yield order[start:start + batch_size]
+        yield order[start : start + batch_size]
 
 
 def train_classifier(images, labels, epochs, seed) -> tuple[DigitsEncoderNet, nn.Module]:
@@ -109,7 +115,6 @@ def linear_probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.n
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-
     from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, C=1.0))
@@ -123,8 +128,15 @@ def save(name: str, encoder: DigitsEncoderNet, record: dict, out_dir: Path) -> d
     path = out_dir / f"{name}.pt"
     state = {k: v.detach().clone().contiguous() for k, v in encoder.state_dict().items()}
     torch.save(state, path)
-    record = {"name": name, "file": path.name, "sha256": file_sha256(path), "bytes": path.stat().st_size,
-              "parameters": sum(v.numel() for v in state.values()), "dim": encoder.dim, **record}
+    record = {
+        "name": name,
+        "file": path.name,
+        "sha256": file_sha256(path),
+        "bytes": path.stat().st_size,
+        "parameters": sum(v.numel() for v in state.values()),
+        "dim": encoder.dim,
+        **record,
+    }
     (out_dir / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
 
@@ -152,33 +164,60 @@ def train_and_save(args: argparse.Namespace) -> None:
     train_idx, heldout_idx = dataset.split_indices("train"), dataset.split_indices("heldout")
     images, labels = dataset.images, dataset.labels
     train_x, train_y, test_x, test_y = images[train_idx], labels[train_idx], images[heldout_idx], labels[heldout_idx]
-    common = {"command": TRAIN_COMMAND + (f" --seed {args.seed}" if args.seed else ""), "seed": args.seed,
-              "data": f"digits train split ({len(train_x)} images, dataset fingerprint {dataset.fingerprint})",
-              "evaluated_on": f"digits heldout split ({len(test_x)} images)", "torch": torch.__version__, "threads": 1}
-    pixel_probe = linear_probe_accuracy(train_x.flatten(1).numpy(), train_y.numpy(), test_x.flatten(1).numpy(), test_y.numpy())
+    common = {
+        "command": TRAIN_COMMAND + (f" --seed {args.seed}" if args.seed else ""),
+        "seed": args.seed,
+        "data": f"digits train split ({len(train_x)} images, dataset fingerprint {dataset.fingerprint})",
+        "evaluated_on": f"digits heldout split ({len(test_x)} images)",
+        "torch": torch.__version__,
+        "threads": 1,
+    }
+    pixel_probe = linear_probe_accuracy(
+        train_x.flatten(1).numpy(), train_y.numpy(), test_x.flatten(1).numpy(), test_y.numpy()
+    )
 
     started = time.perf_counter()
     classifier, head = train_classifier(train_x, train_y, args.classifier_epochs, args.seed)
     with torch.no_grad():
         accuracy = float((head(classifier(test_x)).argmax(1) == test_y).float().mean())
         feats_train, feats_test = classifier(train_x).numpy(), classifier(test_x).numpy()
-    record = save("digits_classifier", classifier, {
-        **common, "objective": "cross-entropy", "epochs": args.classifier_epochs,
-        "heldout_accuracy": round(accuracy, 4),
-        "linear_probe_heldout_accuracy": round(linear_probe_accuracy(feats_train, train_y.numpy(), feats_test, test_y.numpy()), 4),
-        "pixels_linear_probe_heldout_accuracy": round(pixel_probe, 4),
-        "train_seconds": round(time.perf_counter() - started, 1)}, args.out)
+    record = save(
+        "digits_classifier",
+        classifier,
+        {
+            **common,
+            "objective": "cross-entropy",
+            "epochs": args.classifier_epochs,
+            "heldout_accuracy": round(accuracy, 4),
+            "linear_probe_heldout_accuracy": round(
+                linear_probe_accuracy(feats_train, train_y.numpy(), feats_test, test_y.numpy()), 4
+            ),
+            "pixels_linear_probe_heldout_accuracy": round(pixel_probe, 4),
+            "train_seconds": round(time.perf_counter() - started, 1),
+        },
+        args.out,
+    )
     print(json.dumps(record, indent=2))
 
     started = time.perf_counter()
     ssl = train_ssl(train_x, args.ssl_epochs, args.seed)
     with torch.no_grad():
         feats_train, feats_test = ssl(train_x).numpy(), ssl(test_x).numpy()
-    record = save("digits_ssl", ssl, {
-        **common, "objective": "VICReg (25, 25, 1), two augmented views", "epochs": args.ssl_epochs,
-        "linear_probe_heldout_accuracy": round(linear_probe_accuracy(feats_train, train_y.numpy(), feats_test, test_y.numpy()), 4),
-        "pixels_linear_probe_heldout_accuracy": round(pixel_probe, 4),
-        "train_seconds": round(time.perf_counter() - started, 1)}, args.out)
+    record = save(
+        "digits_ssl",
+        ssl,
+        {
+            **common,
+            "objective": "VICReg (25, 25, 1), two augmented views",
+            "epochs": args.ssl_epochs,
+            "linear_probe_heldout_accuracy": round(
+                linear_probe_accuracy(feats_train, train_y.numpy(), feats_test, test_y.numpy()), 4
+            ),
+            "pixels_linear_probe_heldout_accuracy": round(pixel_probe, 4),
+            "train_seconds": round(time.perf_counter() - started, 1),
+        },
+        args.out,
+    )
     print(json.dumps(record, indent=2))
 
 

@@ -2,6 +2,7 @@
 
 Each has ``on_start(trainer)``, ``on_step(trainer, logs)`` and ``on_end(trainer)``.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -53,8 +54,16 @@ class Evaluator(Callback):
     optional ``eval/stability/<space>`` for each training term, and a sample grid PNG.
     """
 
-    def __init__(self, tracker: Optional[Tracker], every: int, samples: Optional[int], seed: int,
-                 stability_every: int = 0, stability_resamples: int = 8, metrics: Optional[Sequence[str]] = None):
+    def __init__(
+        self,
+        tracker: Optional[Tracker],
+        every: int,
+        samples: Optional[int],
+        seed: int,
+        stability_every: int = 0,
+        stability_resamples: int = 8,
+        metrics: Optional[Sequence[str]] = None,
+    ):
         self.tracker, self.every, self.samples, self.seed = tracker, every, samples, seed
         self.stability_every, self.stability_resamples = stability_every, stability_resamples
         self.metrics = make_metrics(metric_names(during_training=True) if metrics is None else metrics)
@@ -68,7 +77,8 @@ class Evaluator(Callback):
             heldout = trainer.real.heldout(space)
             self.samples = self.samples or heldout.shape[0]
             self.references[space.name] = SpaceReference(
-                trainer.real.train(space), heldout, cache_key=(space.fingerprint, trainer.settings.dataset.fingerprint))
+                trainer.real.train(space), heldout, cache_key=(space.fingerprint, trainer.settings.dataset.fingerprint)
+            )
         if trainer.step == 0:
             self.evaluate(trainer)
 
@@ -95,8 +105,9 @@ class Evaluator(Callback):
         images = self.generate(trainer, n)
         chunks = images.split(trainer.settings.feature_batch_size)
         with torch.no_grad():
-            features = {space.name: torch.cat([space(chunk) for chunk in chunks])
-                        for space in trainer.settings.eval_spaces}
+            features = {
+                space.name: torch.cat([space(chunk) for chunk in chunks]) for space in trainer.settings.eval_spaces
+            }
         metrics = self.score(features)
         if self.stability_every and trainer.step % self.stability_every == 0:
             metrics.update(self.stability(trainer, images))
@@ -110,8 +121,10 @@ class Evaluator(Callback):
     def score(self, features: dict[str, torch.Tensor]) -> dict[str, float]:
         """``eval/<key>/<space>`` of every selected metric and ``eval/fdr_k``, from generated ``(n, D)``
         features per eval space (each space's real side is in :attr:`references`)."""
-        rows = {space: compute_row(self.metrics, fake, self.references[space], self.seed)
-                for space, fake in features.items()}
+        rows = {
+            space: compute_row(self.metrics, fake, self.references[space], self.seed)
+            for space, fake in features.items()
+        }
         metrics = {keys.eval_key(key, space): value for space, row in rows.items() for key, value in row.items()}
         fdrk = fdr_k(rows)
         if fdrk is not None:
@@ -125,8 +138,13 @@ class Evaluator(Callback):
             with torch.no_grad():
                 probe = term.space(probe_images)
             out[keys.stability_key(term.space.name)] = matching_stability(
-                term.objective, probe, trainer.real.train(term.space), resamples=self.stability_resamples,
-                batch_size=trainer.settings.batch_size, seed=self.seed)
+                term.objective,
+                probe,
+                trainer.real.train(term.space),
+                resamples=self.stability_resamples,
+                batch_size=trainer.settings.batch_size,
+                seed=self.seed,
+            )
         return out
 
     def log_grid(self, images: torch.Tensor, step: int) -> None:
@@ -146,8 +164,9 @@ class Checkpointer(Callback):
     ``saved_step`` is the step of the checkpoint on disk (``None``: none written yet), so an error can say
     whether a good checkpoint is left."""
 
-    def __init__(self, path: Path, every: int, extra: dict, tracker: Optional[Tracker] = None,
-                 saved_step: Optional[int] = None):
+    def __init__(
+        self, path: Path, every: int, extra: dict, tracker: Optional[Tracker] = None, saved_step: Optional[int] = None
+    ):
         self.path, self.every, self.extra, self.tracker = path, every, extra, tracker
         self.saved_step = saved_step
 

@@ -8,6 +8,7 @@ it stopped and :func:`matchzoo.stored_config.load_generator` can rebuild the gen
 Checkpoints are data, never code; reading the stored config as data is :mod:`matchzoo.stored_config`'s
 job (outside ``train/``, next to the gin layer it needs). This module only writes and reads the file.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -66,8 +67,10 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     try:
         payload = torch.load(file, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises RuntimeError/UnpicklingError/EOFError/... on corrupt files
-        raise MatchzooError(f"checkpoint {file} is corrupt or unreadable ({type(error).__name__}); "
-                            f"delete it to start fresh or point to another one") from None
+        raise MatchzooError(
+            f"checkpoint {file} is corrupt or unreadable ({type(error).__name__}); "
+            f"delete it to start fresh or point to another one"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise MatchzooError(f"{file} is not a matchzoo checkpoint (expected format {FORMAT})")
     return payload
@@ -97,8 +100,10 @@ class RunLock:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
-            raise MatchzooError(f"run folder {self.path.parent} is in use by {holder}; wait for it to finish or stop "
-                                f"it (resuming the same run twice would log every step twice)") from None
+            raise MatchzooError(
+                f"run folder {self.path.parent} is in use by {holder}; wait for it to finish or stop "
+                f"it (resuming the same run twice would log every step twice)"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}")

@@ -8,6 +8,7 @@ concatenated batch: (1/W) * sum_r W * dL/dx_r * dx_r/dθ = dL/dθ.
 Population moments, queues, transport potentials and SAN critics are updated from the same global
 features with the same RNG on every rank, so they stay identical without extra communication.
 """
+
 from __future__ import annotations
 
 import os
@@ -60,7 +61,7 @@ class _GatherWithGrad(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         grad = grad.contiguous()
         dist.all_reduce(grad)  # every rank holds dL/d(all shards) of its own copy of L
-        return grad[ctx.rank * ctx.size:(ctx.rank + 1) * ctx.size]
+        return grad[ctx.rank * ctx.size : (ctx.rank + 1) * ctx.size]
 
 
 def gather_with_grad(local: torch.Tensor) -> torch.Tensor:

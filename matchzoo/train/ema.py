@@ -1,4 +1,5 @@
 """Exponential moving average of generator weights (evaluation uses the EMA generator)."""
+
 from __future__ import annotations
 
 import copy

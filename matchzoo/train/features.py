@@ -2,6 +2,7 @@
 
 Uses the on-disk reference cache (:mod:`matchzoo.data.cache`) so repeated runs skip extraction.
 """
+
 from __future__ import annotations
 
 import torch
@@ -22,8 +23,9 @@ class RealFeatures:
         if key not in self._features:
             from matchzoo.data.cache import reference_features
 
-            features = reference_features(space, self.dataset, split, batch_size=self.batch_size, device=self.device,
-                                          progress=self.progress)
+            features = reference_features(
+                space, self.dataset, split, batch_size=self.batch_size, device=self.device, progress=self.progress
+            )
             self._features[key] = features.to(self.device)
         return self._features[key]
 

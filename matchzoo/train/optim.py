@@ -9,6 +9,7 @@ anything else is bound on the factory::
 
 The default, :func:`adam` with no weight decay, is exactly ``torch.optim.Adam(parameters, lr, betas)``.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -52,8 +53,10 @@ def build(name: str, factory: OptimizerFactory, parameters, lr: float, betas: tu
     try:
         built = factory(parameters, lr=lr, betas=betas)
     except TypeError as error:
-        raise MatchzooError(f"{name} = @{label} cannot build an optimiser from (parameters, lr, betas): "
-                            f"{str(error).splitlines()[0]}; use {EXAMPLE}") from None
+        raise MatchzooError(
+            f"{name} = @{label} cannot build an optimiser from (parameters, lr, betas): "
+            f"{str(error).splitlines()[0]}; use {EXAMPLE}"
+        ) from None
     if not isinstance(built, torch.optim.Optimizer):
         raise MatchzooError(f"{name} = @{label} built {type(built).__name__}, not a torch optimiser; use {EXAMPLE}")
     return built

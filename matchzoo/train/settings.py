@@ -10,6 +10,7 @@ run name, run folder).
 The generator is a factory (``train.generator = @mlp``) that is called after ``torch.manual_seed(train.seed)``,
 so its initial weights follow the seed and nothing but the seed.
 """
+
 from __future__ import annotations
 
 import math
@@ -123,8 +124,9 @@ class TrainSettings:
         compile_spaces: bool = False,
         num_threads: Optional[int] = None,
     ):
-        self.schedule = schedule(eval_every, eval_samples, stability_every, stability_resamples, log_every,
-                                 checkpoint_every)
+        self.schedule = schedule(
+            eval_every, eval_samples, stability_every, stability_resamples, log_every, checkpoint_every
+        )
         self.runtime = runtime(device, feature_batch_size, progress, tf32, compile_spaces, num_threads)
         self.tracking = TrackingNames(experiment, run_name, run_dir)
         self.setup = setup(dataset, generator, terms, eval_spaces, seed)
@@ -144,11 +146,13 @@ def schedule(eval_every, eval_samples, stability_every, stability_resamples, log
         eval_every=eval_every,
         eval_samples=None if eval_samples is None else check.integer("train.eval_samples", eval_samples, 2),
         # matching stability at every evaluation by default (None); 0 turns it off
-        stability_every=(eval_every if stability_every is None
-                         else check.non_negative_int("train.stability_every", stability_every)),
+        stability_every=(
+            eval_every if stability_every is None else check.non_negative_int("train.stability_every", stability_every)
+        ),
         stability_resamples=check.integer("train.stability_resamples", stability_resamples, 2),
         log_every=check.positive_int("train.log_every", log_every),
-        checkpoint_every=check.positive_int("train.checkpoint_every", checkpoint_every))
+        checkpoint_every=check.positive_int("train.checkpoint_every", checkpoint_every),
+    )
 
 
 def runtime(device, feature_batch_size, progress, tf32, compile_spaces, num_threads) -> Runtime:
@@ -158,7 +162,8 @@ def runtime(device, feature_batch_size, progress, tf32, compile_spaces, num_thre
         progress=check.instance("train.progress", progress, bool, "True or False"),
         tf32=check.instance("train.tf32", tf32, bool, "True or False"),
         compile_spaces=check.instance("train.compile_spaces", compile_spaces, bool, "True or False"),
-        num_threads=None if num_threads is None else check.positive_int("train.num_threads", num_threads))
+        num_threads=None if num_threads is None else check.positive_int("train.num_threads", num_threads),
+    )
 
 
 def setup(dataset, generator, terms, eval_spaces, seed) -> ExperimentSetup:
@@ -168,17 +173,24 @@ def setup(dataset, generator, terms, eval_spaces, seed) -> ExperimentSetup:
     check.instances("train.terms", terms, object, "loss terms", TERMS_EXAMPLE)  # a list, no strings in it
     check.instances("train.eval_spaces", eval_spaces, object, "feature spaces", SPACES_EXAMPLE)
     if not terms:
-        raise MatchzooError("train.terms is empty; give at least one @term (a feature space, an objective and a "
-                            "weight)")
+        raise MatchzooError(
+            "train.terms is empty; give at least one @term (a feature space, an objective and a weight)"
+        )
     refuse_unseeded_parameters(terms)
     seed = check.seed("train.seed", seed)
     factory = generator_factory(generator)
     torch.manual_seed(seed)
     built_generator = build_generator(factory)
-    built_terms = check.instances("train.terms", [build_item(item, Term) for item in terms], Term, "loss terms",
-                                  TERMS_EXAMPLE)
-    built_spaces = check.instances("train.eval_spaces", [build_item(item, FeatureSpace) for item in eval_spaces],
-                                   FeatureSpace, "feature spaces", SPACES_EXAMPLE)
+    built_terms = check.instances(
+        "train.terms", [build_item(item, Term) for item in terms], Term, "loss terms", TERMS_EXAMPLE
+    )
+    built_spaces = check.instances(
+        "train.eval_spaces",
+        [build_item(item, FeatureSpace) for item in eval_spaces],
+        FeatureSpace,
+        "feature spaces",
+        SPACES_EXAMPLE,
+    )
     return ExperimentSetup(dataset, built_generator, built_terms, built_spaces, seed)
 
 
@@ -197,17 +209,21 @@ def refuse_unseeded_parameters(terms: Sequence[Any]) -> None:
     would start from weights ``train.seed`` does not choose."""
     for term in terms:
         if isinstance(term, Term) and any(True for _ in term.objective.parameters()):
-            raise MatchzooError(f"train.terms: term {term.name!r} was built before train.seed is applied, but its "
-                                f"objective has parameters that must start from the seed; write it as a factory "
-                                f"(@term or @scope/term, without parentheses)")
+            raise MatchzooError(
+                f"train.terms: term {term.name!r} was built before train.seed is applied, but its "
+                f"objective has parameters that must start from the seed; write it as a factory "
+                f"(@term or @scope/term, without parentheses)"
+            )
 
 
 def generator_factory(value: Any) -> Callable[[], Generator]:
     """``@mlp`` (a factory) is expected; ``@mlp()`` would have been built by gin before the seed is set."""
     if isinstance(value, Generator):
         name = getattr(type(value), "registry_name", type(value).__name__)
-        raise MatchzooError(f"train.generator = @{name}() builds the generator before train.seed is applied; write "
-                            f"train.generator = @{name} (no parentheses) so it is built after seeding")
+        raise MatchzooError(
+            f"train.generator = @{name}() builds the generator before train.seed is applied; write "
+            f"train.generator = @{name} (no parentheses) so it is built after seeding"
+        )
     if isinstance(value, torch.nn.Module) or not callable(value):
         check.instance("train.generator", value, Generator, "a generator such as @mlp")
     return value
@@ -215,8 +231,9 @@ def generator_factory(value: Any) -> Callable[[], Generator]:
 
 def build_generator(factory: Callable[[], Generator]) -> Generator:
     name = getattr(factory, "registry_name", getattr(factory, "__name__", "the factory"))
-    return check.instance("train.generator", factory(), Generator,
-                          f"a generator such as @mlp (@{name} built something else)")
+    return check.instance(
+        "train.generator", factory(), Generator, f"a generator such as @mlp (@{name} built something else)"
+    )
 
 
 def optimization(steps, batch_size, optimizer, lr, betas, ema_decay, setup: ExperimentSetup) -> Optimization:
@@ -227,7 +244,8 @@ def optimization(steps, batch_size, optimizer, lr, betas, ema_decay, setup: Expe
         lr=check.positive_real("train.lr", lr),
         # Adam needs each beta in [0, 1): beta = 1 never forgets its first moment
         betas=check.pair("train.betas", betas, check.fraction, False, True),
-        ema_decay=check.fraction("train.ema_decay", ema_decay, open_high=True))  # 1 would never follow the generator
+        ema_decay=check.fraction("train.ema_decay", ema_decay, open_high=True),
+    )  # 1 would never follow the generator
 
 
 def batch_size_checked(value, setup: ExperimentSetup) -> int:
@@ -240,12 +258,13 @@ def batch_size_checked(value, setup: ExperimentSetup) -> int:
     if available is not None and needed > available:
         raise MatchzooError(
             f"train.batch_size = {batch_size} needs at least {needed / 2**30:.1f} GiB for its images alone, more "
-            f"than this machine's {available / 2**30:.1f} GiB of memory; lower train.batch_size")
+            f"than this machine's {available / 2**30:.1f} GiB of memory; lower train.batch_size"
+        )
     return batch_size
 
 
 def largest_image(setup: ExperimentSetup) -> int:
     """Elements of the largest image a batch item becomes: the generator's output or a space's resized input."""
     sizes = [math.prod(getattr(setup.generator, "image_shape", (1,)))]
-    sizes += [3 * term.space.input_size ** 2 for term in setup.terms if term.space.input_size]
+    sizes += [3 * term.space.input_size**2 for term in setup.terms if term.space.input_size]
     return max(sizes)

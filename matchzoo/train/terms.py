@@ -1,4 +1,5 @@
 """A loss term = (feature space, objective, weight). The training loss is the weighted sum of its terms."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -14,11 +15,17 @@ from matchzoo.spaces.base import FeatureSpace
 class Term:
     """``weight * objective(space(fake_images), real_features_in_space)``; ``name`` keys its metrics."""
 
-    def __init__(self, space: FeatureSpace = gin.REQUIRED, objective: Objective = gin.REQUIRED,
-                 weight: float = 1.0, name: Optional[str] = None):
+    def __init__(
+        self,
+        space: FeatureSpace = gin.REQUIRED,
+        objective: Objective = gin.REQUIRED,
+        weight: float = 1.0,
+        name: Optional[str] = None,
+    ):
         if not isinstance(space, FeatureSpace):
-            raise MatchzooError(f"term.space must be a feature space such as @random_conv(), "
-                                f"got {type(space).__name__}")
+            raise MatchzooError(
+                f"term.space must be a feature space such as @random_conv(), got {type(space).__name__}"
+            )
         if not isinstance(objective, Objective):
             raise MatchzooError(f"term.objective must be an objective such as @fd(), got {type(objective).__name__}")
         self.space, self.objective, self.weight = space, objective, float(weight)

@@ -2,6 +2,7 @@
 
 Everything else -- evaluation, checkpoints, MLflow -- is a callback (:mod:`matchzoo.train.callbacks`).
 """
+
 from __future__ import annotations
 
 import sys
@@ -38,8 +39,9 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise MatchzooError(f"train.device = {name!r} but MPS is not available; use 'cpu' or 'auto'")
     if device.type not in ("cpu", "cuda", "mps"):
-        raise MatchzooError(f"train.device = {name!r}: matchzoo trains on 'cpu', 'cuda' or 'mps'; "
-                            f"use 'auto' to pick one")
+        raise MatchzooError(
+            f"train.device = {name!r}: matchzoo trains on 'cpu', 'cuda' or 'mps'; use 'auto' to pick one"
+        )
     return device
 
 
@@ -47,12 +49,15 @@ class Trainer:
     def __init__(self, settings: TrainSettings, callbacks: Sequence[Any] = ()):
         self.settings = settings
         setup, optimization, runtime = settings.setup, settings.optimization, settings.runtime
-        self.dist = distributed.init_from_env("cuda" if runtime.device != "cpu" and torch.cuda.is_available()
-                                              else "cpu")
+        self.dist = distributed.init_from_env(
+            "cuda" if runtime.device != "cpu" and torch.cuda.is_available() else "cpu"
+        )
         self.device = resolve_device(runtime.device, self.dist.local_rank)
         if optimization.batch_size % self.dist.world_size:
-            raise MatchzooError(f"train.batch_size = {optimization.batch_size} is the global batch and must be "
-                                f"divisible by the {self.dist.world_size} processes")
+            raise MatchzooError(
+                f"train.batch_size = {optimization.batch_size} is the global batch and must be "
+                f"divisible by the {self.dist.world_size} processes"
+            )
         self.local_batch = optimization.batch_size // self.dist.world_size
         self.generator = setup.generator.to(self.device)
         self.model = self.generator
@@ -93,8 +98,11 @@ class Trainer:
     def _critic_optimizer(self, objective) -> Optional[torch.optim.Optimizer]:
         if not objective.has_critic:
             return None
-        return torch.optim.Adam(objective.critic_parameters(), lr=getattr(objective, "critic_lr", 2e-4),
-                                betas=getattr(objective, "critic_betas", (0.0, 0.99)))
+        return torch.optim.Adam(
+            objective.critic_parameters(),
+            lr=getattr(objective, "critic_lr", 2e-4),
+            betas=getattr(objective, "critic_betas", (0.0, 0.99)),
+        )
 
     def prepare(self) -> None:
         """Real training features per term space (once), handed to each objective as its reference."""
@@ -121,8 +129,10 @@ class Trainer:
                 logs.update(self.critic_update(term, critic_optimizer, fake.detach()))
             out = term.objective(fake, self.sample_real(term))
             if not torch.isfinite(out.loss):
-                raise NonFiniteError(f"loss of term {term.name} (objective {type(term.objective).__name__}, space "
-                                     f"{term.space.name}) is {float(out.loss.detach())} at step {self.step + 1}")
+                raise NonFiniteError(
+                    f"loss of term {term.name} (objective {type(term.objective).__name__}, space "
+                    f"{term.space.name}) is {float(out.loss.detach())} at step {self.step + 1}"
+                )
             total = total + term.weight * out.loss.float()
             logs.update({keys.train_key(term.name, key): value for key, value in out.logs.items()})
         self.optimizer.zero_grad(set_to_none=True)
@@ -156,8 +166,14 @@ class Trainer:
             callback.on_start(self)
         # a log file (no terminal) gets a progress line every 30 s instead of ten per second
         interval = 0.1 if sys.stderr.isatty() else 30.0
-        bar = tqdm(total=steps, initial=self.step, desc="train", disable=not self.settings.runtime.progress,
-                   dynamic_ncols=True, mininterval=interval)
+        bar = tqdm(
+            total=steps,
+            initial=self.step,
+            desc="train",
+            disable=not self.settings.runtime.progress,
+            dynamic_ncols=True,
+            mininterval=interval,
+        )
         with bar:
             while self.step < steps:
                 with signals.deferred():  # Ctrl-C/SIGTERM stop between steps, so the checkpoint is consistent
@@ -179,9 +195,12 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "objectives": [term.objective.state_dict() for term in self.terms],
             "critic_optimizers": [opt.state_dict() if opt is not None else {} for opt in self.critic_optimizers],
-            "rng": {"torch": torch.get_rng_state(), "noise": self.noise_rng.get_state(),
-                    "real": self.real_rng.get_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "noise": self.noise_rng.get_state(),
+                "real": self.real_rng.get_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -191,8 +210,9 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
             if len(state["objectives"]) != len(self.terms):
                 raise ValueError(f"checkpoint has {len(state['objectives'])} terms, the config {len(self.terms)}")
-            for term, objective_state, opt, opt_state in zip(self.terms, state["objectives"], self.critic_optimizers,
-                                                             state["critic_optimizers"]):
+            for term, objective_state, opt, opt_state in zip(
+                self.terms, state["objectives"], self.critic_optimizers, state["critic_optimizers"]
+            ):
                 term.objective.load_state_dict(objective_state)
                 if opt is not None:
                     opt.load_state_dict(opt_state)
