@@ -1,5 +1,6 @@
 """A loss is one file: a new objective (forward + weighted form + decorator) in a module of its own, imported by a
-gin file, trains, probes and passes the registry-driven checks with no other file of the package touched."""
+gin file, trains (with evaluation), evaluates from its checkpoint, sweeps, probes and passes the registry-driven
+checks with no other file of the package touched."""
 
 from __future__ import annotations
 
@@ -66,8 +67,18 @@ def test_a_new_objective_in_one_file_trains_probes_and_is_checked(one_file_objec
 
     name, experiment = one_file_objective
     assert name not in OBJECTIVES
-    assert run(["--gin", str(experiment), *(f"--gin_param={p}" for p in TINY)]) == 0, capsys.readouterr().err
-    assert name in OBJECTIVES and "never used" not in capsys.readouterr().err
+    trained = [*TINY[:-2], "train.eval_spaces = [@pixels]", "train.progress = False", "train.run_dir = 'runs/one'"]
+    assert run(["--gin", str(experiment), *(f"--gin_param={p}" for p in trained)]) == 0, capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert name in OBJECTIVES and "never used" not in err and "eval/fdr_k" in out
+
+    evaluate = ["evaluate", "--samples", "runs/one", "--reference", "digits", "--spaces", "pixels"]
+    assert cli([*evaluate, "--num_samples", "60", "--no_prdc", "--kid_subset_size", "50", "--no_progress"]) == 0
+    assert "FDr^k" in capsys.readouterr().out
+
+    grid = ["--grid", "train.lr=[0.001, 0.002]", "--name", "one_file", *(f"--gin_param={p}" for p in TINY)]
+    assert cli(["sweep", "--gin", str(experiment), *grid]) == 0, capsys.readouterr().err
+    assert "2 run, 0 skipped, 0 failed" in capsys.readouterr().out
 
     candidates = noisy_digits(isolated_runs / "candidates.npz")
     code = cli(

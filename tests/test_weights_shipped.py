@@ -20,7 +20,7 @@ def test_shipped_weights_match_their_recorded_checksum(name):
     path = WEIGHTS_DIR / record["file"]
     assert file_sha256(path) == record["sha256"]
     assert path.stat().st_size < 1_000_000  # "tiny": ships inside the wheel
-    assert record["command"].startswith("python -m matchzoo.spaces.train_digits_encoders")
+    assert record["command"].startswith("python scripts/train_digits_encoders.py")
     assert isinstance(record["seed"], int)
     assert "train split" in record["data"]
     accuracy_key = "heldout_accuracy" if name == "digits_classifier" else "linear_probe_heldout_accuracy"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Optional
 
 import torch
@@ -43,7 +43,6 @@ class Preprocessing:
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     std: tuple[float, ...] = (0.5, 0.5, 0.5)
     layer: str = "output"
-    extra: dict = field(default_factory=dict)
 
     def describe(self) -> str:
         size = "native" if self.size is None else f"{self.size}px {self.resize}{'+aa' if self.antialias else ''}"

@@ -6,7 +6,7 @@
   pixel noise): augmentation-invariant features, the offline analogue of DINOv2.
 
 Both share :class:`DigitsEncoderNet` (8x8 grayscale -> 64-d embedding, ~72k parameters) and were trained
-on the digits *train* split only by ``python -m matchzoo.spaces.train_digits_encoders`` (fixed seed). The
+on the digits *train* split only by ``python scripts/train_digits_encoders.py`` (fixed seed). The
 weight files live in ``matchzoo/spaces/weights/<name>.pt`` next to ``<name>.json`` (SHA-256, command,
 seed, accuracy); loading verifies the checksum and never touches the network.
 """
@@ -27,7 +27,7 @@ from matchzoo.registry import register_feature_space
 from matchzoo.spaces.base import FeatureSpace, Preprocessing
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-TRAIN_COMMAND = "python -m matchzoo.spaces.train_digits_encoders"
+TRAIN_COMMAND = "python scripts/train_digits_encoders.py"  # in a clone of the repository
 
 
 class DigitsEncoderNet(nn.Module):

@@ -1,4 +1,6 @@
-"""Train the two shipped digits encoders: ``python -m matchzoo.spaces.train_digits_encoders``.
+"""Train the two shipped digits encoders: ``python scripts/train_digits_encoders.py`` (from a clone).
+
+A maintenance script, outside the runtime package: it rebuilds ``matchzoo/spaces/weights/``.
 
 Both use the digits *train* split only (``make_dataset('digits').split('train')``) and a fixed seed, on
 one CPU thread so the run is bit-reproducible on a given machine (a few minutes: 100 classifier epochs
