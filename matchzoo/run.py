@@ -14,24 +14,26 @@ SIGTERM, a failing store, a NaN -- leaves a status that says so and says which c
 from __future__ import annotations
 
 import argparse
+import functools
 import secrets
 import signal
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
-from matchzoo import config, keys, signals, stored_config, tracking
+from matchzoo import cli_args, config, keys, signals, stored_config, tracking
 from matchzoo.cli import guarded
 from matchzoo.errors import MatchzooError
 from matchzoo.spaces.resolve import check_weights, configured_requests
 from matchzoo.tracking import Tracker, TrackingError, summary_params
+from matchzoo.train import callbacks as callback_factories
 from matchzoo.train import checkpoint, distributed
-from matchzoo.train.callbacks import Checkpointer, Evaluator, MetricLogger
-from matchzoo.train.settings import TrainSettings
+from matchzoo.train.callbacks import Checkpointer, Evaluator, MetricLogger, RunContext
+from matchzoo.train.settings import Schedule, TrainSettings
 from matchzoo.train.terms import objective_name
 from matchzoo.train.trainer import NonFiniteError, Trainer
 from matchzoo.validate import ArgumentParser
@@ -67,9 +69,10 @@ def _run_experiment(
     )
     if resume and not (run_dir / checkpoint.FILENAME).is_file():
         raise MatchzooError(f"--resume {resume}: no {checkpoint.FILENAME} there")
+    plans = plan_callbacks(settings.schedule)
     lock = lock_run_dir(run_dir, trainer.dist.is_main)
     try:
-        return _train(trainer, RunConfig(files, list(gin_params), config.record()), tags, run_dir)
+        return _train(trainer, RunConfig(files, list(gin_params), config.record()), plans, tags, run_dir)
     finally:
         lock.release()
 
@@ -77,6 +80,7 @@ def _run_experiment(
 def parse(gin_files: Sequence[str], gin_params: Sequence[str]) -> list[Path]:
     """The config, checked for everything that can fail before a dataset or model is built."""
     files = config.parse(gin_files, gin_params)
+    refuse_shadowed_cadence(gin_params)
     # every missing pretrained model in one line, before datasets or models are built
     check_weights(configured_requests(config.referenced_configurables(), config.query))
     tracking.check_store()  # a store that cannot take the run fails now, not after the reference features
@@ -117,7 +121,47 @@ def lock_run_dir(run_dir: Path, is_main: bool) -> checkpoint.RunLock:
     return lock
 
 
-def _train(trainer: Trainer, run_config: RunConfig, tags: Optional[dict], run_dir: Path) -> str:
+@dataclass(frozen=True)
+class CallbackPlans:
+    """The callbacks as gin configured them (cadence, metrics), still without the tracker and checkpoint fields."""
+
+    checkpointer: Callable[..., Checkpointer]
+    evaluator: Callable[..., Evaluator]
+    metric_logger: Callable[..., MetricLogger]
+
+
+# a callback's own binding wins over the train.* value it falls back to: an override of the train.* value
+# (--gin_param, a sweep axis) while the callback's own binding is set would change nothing
+CADENCE_FALLBACKS = {
+    "train.eval_every": "evaluator.every",
+    "train.eval_samples": "evaluator.samples",
+    "train.stability_every": "evaluator.stability_every",
+    "train.stability_resamples": "evaluator.stability_resamples",
+    "train.checkpoint_every": "checkpointer.every",
+    "train.log_every": "metric_logger.every",
+}
+
+
+def refuse_shadowed_cadence(gin_params: Sequence[str]) -> None:
+    for text in gin_params:
+        for statement in config.statements(text, f"--gin_param {text!r}"):
+            key = config.binding_key(statement) if hasattr(statement, "arg_name") else None
+            own = CADENCE_FALLBACKS.get(key)
+            if own is not None and config.query(own, None) is not None:
+                raise MatchzooError(
+                    f"--gin_param {text!r} changes nothing: {own} = {config.query(own)!r} is bound and wins over "
+                    f"{key} (set {own} instead)"
+                )
+
+
+def plan_callbacks(schedule: Schedule) -> CallbackPlans:
+    """Built before the operative config is recorded, so ``evaluator.*`` and the metric bindings count as used;
+    the ``train.*`` cadence is what a callback falls back to when its own binding is unset."""
+    factories = (callback_factories.checkpointer, callback_factories.evaluator, callback_factories.metric_logger)
+    return CallbackPlans(*(config.build(functools.partial(factory, schedule)) for factory in factories))
+
+
+def _train(trainer: Trainer, run_config: RunConfig, plans: CallbackPlans, tags: Optional[dict], run_dir: Path) -> str:
     """Everything that can refuse the run (checkpoint, config changes) happens before MLflow is touched."""
     settings, operative = trainer.settings, run_config.record.operative
     previous = checkpoint.load(run_dir) if (run_dir / checkpoint.FILENAME).is_file() else None
@@ -138,7 +182,7 @@ def _train(trainer: Trainer, run_config: RunConfig, tags: Optional[dict], run_di
     tags = run_tags(settings, run_config.files, run_dir, tags)
     tracker = start_tracking(settings, tags, run_dir, previous, changes, run_config.record, trainer.step)
     fields = {**run_config.checkpoint_fields(trainer.dist.world_size), "mlflow_run_id": tracker.run_id}
-    checkpointer, evaluator, logger = callbacks(settings, tracker, run_dir, fields, previous, trainer.step)
+    checkpointer, evaluator, logger = callbacks(plans, settings, tracker, run_dir, fields, previous, trainer.step)
     trainer.callbacks = [logger, evaluator, checkpointer]
     fit(trainer, tracker, checkpointer)
     summarize(evaluator, tracker.run_id, run_dir)
@@ -146,25 +190,36 @@ def _train(trainer: Trainer, run_config: RunConfig, tags: Optional[dict], run_di
 
 
 def callbacks(
-    settings: TrainSettings, tracker: Tracker, run_dir: Path, fields: dict, previous: Optional[dict], step: int
+    plans: CallbackPlans,
+    settings: TrainSettings,
+    tracker: Tracker,
+    run_dir: Path,
+    fields: dict,
+    previous: Optional[dict],
+    step: int,
 ) -> tuple[Checkpointer, Evaluator, MetricLogger]:
-    schedule = settings.schedule
-    checkpointer = Checkpointer(
-        run_dir / checkpoint.FILENAME,
-        schedule.checkpoint_every,
-        fields,
-        tracker,
+    """The planned callbacks, given the tracked run and what they need to know about it."""
+    context = run_context(settings)
+    checkpointer = plans.checkpointer(
+        path=run_dir / checkpoint.FILENAME,
+        steps=context.steps,
+        extra=fields,
+        tracker=tracker,
         saved_step=step if previous is not None else None,
     )
-    evaluator = Evaluator(
-        tracker,
-        schedule.eval_every,
-        schedule.eval_samples,
-        settings.setup.seed,
-        schedule.stability_every,
-        schedule.stability_resamples,
+    evaluator = plans.evaluator(tracker=tracker, seed=settings.setup.seed, context=context)
+    return checkpointer, evaluator, plans.metric_logger(tracker=tracker, steps=context.steps)
+
+
+def run_context(settings: TrainSettings) -> RunContext:
+    setup = settings.setup
+    return RunContext(
+        steps=settings.optimization.steps,
+        batch_size=settings.optimization.batch_size,
+        feature_batch_size=settings.runtime.feature_batch_size,
+        eval_spaces=tuple(setup.eval_spaces),
+        dataset_fingerprint=setup.dataset.fingerprint,
     )
-    return checkpointer, evaluator, MetricLogger(tracker, schedule.log_every)
 
 
 def run_tags(settings: TrainSettings, files: list[Path], run_dir: Path, extra: Optional[dict]) -> dict[str, str]:
@@ -269,7 +324,11 @@ def _run_worker(trainer: Trainer) -> str:
     return ""
 
 
-RESUMABLE_CHANGES = frozenset(
+# how often the callbacks act: the same freedom under the callbacks' own bindings as under train.*
+RESUMABLE_CADENCE = frozenset(
+    {"evaluator.every", "evaluator.stability_every", "checkpointer.every", "metric_logger.every"}
+)
+RESUMABLE_CHANGES = RESUMABLE_CADENCE | frozenset(
     f"train.{name}"
     for name in (
         "steps",
@@ -323,8 +382,21 @@ def resume_changes(previous: dict, operative: str, run_dir: Path) -> dict[str, t
     return text
 
 
-# bindings that checkpoints written before the optimiser became a factory lack, at the value they had then
-ADDED_DEFAULTS = {"adam.weight_decay": 0.0}
+# bindings that older checkpoints lack (written before the optimiser became a factory, or before the callbacks
+# became configurables), at the value they had then
+ADDED_DEFAULTS = {
+    "adam.weight_decay": 0.0,
+    # the callbacks became configurables (unset: the train.* value)
+    **{
+        f"{callback}.{name}": None
+        for callback, names in (
+            ("evaluator", ("every", "samples", "stability_every", "stability_resamples", "metrics")),
+            ("checkpointer", ("every",)),
+            ("metric_logger", ("every",)),
+        )
+        for name in names
+    },
+}
 
 
 def comparable(key: str, value, missing: object):
@@ -381,22 +453,19 @@ def summarize(evaluator: Evaluator, run_id: str, run_dir: Path) -> None:
     first_step, first = evaluator.history[0]
     last_step, last = evaluator.history[-1]
     print(f"run {run_id} (checkpoint: {run_dir})")
-    for key in sorted(last):
+    # the FDr denominator and its sample size do not change during a run: MLflow has them, the summary skips them
+    constant = (keys.eval_prefix(keys.FD_HELDOUT), keys.eval_prefix(keys.FDR_N))
+    for key in sorted(k for k in last if not k.startswith(constant)):
         before = first.get(key)
         change = f"  (step {first_step}: {before:.4g}, {100 * (last[key] - before) / before:+.1f}%)" if before else ""
         print(f"  {key:<32} {last[key]:.4g}{change}")
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--gin", action="append", required=True, metavar="FILE", help="gin config file (repeatable)")
-    parser.add_argument(
-        "--gin_param",
-        action="append",
-        default=[],
-        metavar="BINDING",
-        help="extra binding, e.g. 'train.steps=200' (repeatable)",
-    )
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run whose checkpoint is in RUN_DIR")
+    """The same options, words and checks as ``python -m matchzoo run`` (:mod:`matchzoo.cli_args`)."""
+    cli_args.add_gin(parser)
+    cli_args.add_gin_params(parser)
+    cli_args.add_resume(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -50,7 +50,7 @@ from matchzoo import config
 from matchzoo.errors import MatchzooError
 from matchzoo.keys import CELL_TAG, ERROR_TAG, LABEL_TAG, OBJECTIVE_TAG, RUN_NAME_TAG, SWEEP_TAG, TRAIN_SPACE_TAG
 from matchzoo.tracking import client as make_client
-from matchzoo.tracking import search_all_runs, summary_params
+from matchzoo.tracking import search_all_runs, summary_params, tracking_uri
 
 SPEC_KEYS = ("name", "experiments", "gin_params", "grid", "experiment")
 
@@ -390,3 +390,11 @@ def _default_runner(gin_files: list[str], gin_params: list[str], tags: dict) -> 
     from matchzoo.run import run_experiment
 
     return run_experiment(gin_files, gin_params, tags)
+
+
+def finished_cells_if_stored(name: str) -> dict[str, str]:
+    """Finished cells of the sweep; a dry run on a store that does not exist yet does not create one."""
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
+        return {}
+    return finished_cells(make_client(), name)

@@ -297,3 +297,21 @@ class Tracker:
             stability = final_stability(self.client.get_run(self.run_id).data.metrics)
         if stability is not None:
             self.log_params({STABILITY_PARAM: f"{stability:.6g}"})
+
+
+@contextlib.contextmanager
+def readable_store() -> Iterator[None]:
+    """A store that is not a database (or a truncated one) is one line naming it, not a SQLAlchemy traceback."""
+    import sqlite3
+
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except (MlflowException, SQLAlchemyError, sqlite3.DatabaseError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise MatchzooError(
+            f"cannot read the MLflow store {tracking_uri()} ({reason}); "
+            f"point MLFLOW_TRACKING_URI at a valid store or move the damaged file away"
+        ) from None

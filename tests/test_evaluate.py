@@ -216,3 +216,35 @@ def test_bad_numbers_are_usage_errors(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["evaluate", "--samples", "x.npz", "--reference", "digits", "--kid_subsets", "0"])
     assert exit_info.value.code == 2 and "must be >= 1" in capsys.readouterr().err
+
+
+def test_the_library_call_gives_the_commands_numbers(tmp_path, capsys, digits, cache):
+    """``evaluate`` is options -> :func:`matchzoo.evaluation.evaluate_samples` -> print: the library alone (no
+    argparse) gives the same rows."""
+    from matchzoo.evaluation import evaluate_samples, load_samples
+    from matchzoo.metrics.suite import SuiteSettings
+
+    rng = np.random.default_rng(1)
+    samples = write_npz(tmp_path / "noise.npz", rng.integers(0, 256, size=(120, 8, 8, 1), dtype=np.uint8))
+    options = ["--kid_subsets", "3", "--kid_subset_size", "50", "--no_prdc", "--seed", "4", "--no_progress"]
+    code, out, err = evaluate(
+        capsys,
+        "--samples",
+        samples,
+        "--reference",
+        "digits",
+        "--spaces",
+        "pixels",
+        "--cache_dir",
+        cache,
+        "--json",
+        "-",
+        *options,
+    )
+    assert code == 0, err
+    images = load_samples(samples, digits, None, seed=4, device="cpu")
+    settings = SuiteSettings(kid_subsets=3, kid_subset_size=50, prdc=False, seed=4)
+    direct = evaluate_samples(
+        images, digits, ["pixels"], matchzoo.make_feature_space, settings, cache_dir=cache, progress=False
+    )
+    assert direct == {key: json.loads(out)[key] for key in ("spaces", "fdr_k")}

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from matchzoo import mlflow_ui as ui
 from matchzoo.__main__ import main
-from matchzoo.commands import ui
 
 REPO = Path(__file__).resolve().parent.parent
 

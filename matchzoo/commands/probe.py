@@ -1,12 +1,17 @@
-"""``python -m matchzoo probe resample|topn``: metric-hacking probes (reweight candidates, measure every space)."""
+"""``python -m matchzoo probe resample|topn``: metric-hacking probes (reweight candidates, measure every space).
+
+The probes are :mod:`matchzoo.probes` (:func:`~matchzoo.probes.experiments.resample_attack`,
+:func:`~matchzoo.probes.experiments.topn_sweep`); this module maps options to them and prints the tables.
+"""
 
 from __future__ import annotations
 
 import argparse
 import ast
 import json
-from pathlib import Path
 
+from matchzoo import cli_args
+from matchzoo.errors import MatchzooError
 from matchzoo.validate import integer, non_negative_int, option, positive_int, positive_real
 
 HELP = "metric-hacking probes: 'resample' (minimise a weighted objective in one space) and 'topn' (class histograms)"
@@ -14,7 +19,6 @@ HELP = "metric-hacking probes: 'resample' (minimise a weighted objective in one 
 
 # Upper bounds keep a typo (an extra zero or two) from allocating for hours instead of failing at once.
 MAX_COUNT = 10**7
-MAX_SEED = 2**63 - 1
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -24,14 +28,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
         type=option(positive_int, MAX_COUNT),
         help="how many candidates to use/sample (default: all, or 5000 from a generator)",
     )
-    parser.add_argument(
-        "--reference", default="digits", help="dataset registry name; its train split is the reference (default digits)"
-    )
-    parser.add_argument(
-        "--spaces",
-        default="pixels,random_conv,digits_classifier,digits_ssl",
-        help="comma-separated evaluation spaces (default: the offline ones)",
-    )
+    cli_args.add_dataset(parser, "--reference")
+    cli_args.add_spaces(parser)
+    cli_args.add_space_params(parser)
     parser.add_argument(
         "--sample_size",
         type=option(integer, 2, MAX_COUNT),
@@ -49,11 +48,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--lr", type=option(positive_real), default=0.05, help="Adam learning rate on the log-weights (default 0.05)"
     )
-    parser.add_argument(
-        "--seed", type=option(integer, 0, MAX_SEED), default=0, help="seed of every random choice (default 0)"
-    )
-    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
-    parser.add_argument("--no_progress", action="store_true", help="hide the tqdm bars (shown on stderr by default)")
+    cli_args.add_seed(parser)
+    cli_args.add_output(parser, csv=False)
+    cli_args.add_progress(parser)
 
 
 def top_n_values(text: str) -> list[int]:
@@ -98,8 +95,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _objective_kwargs(items: list[str]) -> dict:
-    from matchzoo.errors import MatchzooError
-
     kwargs = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -113,36 +108,34 @@ def _objective_kwargs(items: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    import matchzoo
     from matchzoo.probes import inputs, resample
-    from matchzoo.spaces.resolve import WeightsRequest, check_weights
+    from matchzoo.spaces.resolve import check_weights, option_requests
 
-    space_names = [s.strip() for s in args.spaces.split(",") if s.strip()]
+    space_names = cli_args.space_names(args.spaces)
     _check_space_choice(args, space_names)
     # mistakes in the options and missing weights (all of them, one line) are reported before any slow work
+    per_space = cli_args.space_params(args.space_param, space_names)
     objective = _build_objective(args) if args.probe == "resample" else None
-    check_weights([WeightsRequest(name, setting="") for name in space_names])
+    check_weights(option_requests(per_space))
     progress = not args.no_progress
-    dataset = matchzoo.make_dataset(args.reference)
+    dataset = cli_args.make_dataset(args.reference, args.dataset_param)
     candidates = inputs.load_candidates(args.candidates, args.num_candidates, args.seed, progress=progress)
-    spaces, features = inputs.evaluation_features(space_names, dataset, candidates, progress=progress)
-    common = dict(
-        sample_size=args.sample_size, steps=args.steps, lr=args.lr, draws=args.draws, seed=args.seed, progress=progress
+    spaces, features = inputs.evaluation_features(
+        space_names, dataset, candidates, progress=progress, make_space=cli_args.space_maker(per_space)
     )
+    common = dict(sample_size=args.sample_size, steps=args.steps, lr=args.lr, draws=args.draws, progress=progress)
     if args.probe == "resample":
         results = [_resample(args, objective, features, candidates.shape[0], common)]
     else:
         results = _topn(args, spaces, features, dataset, candidates, common)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps([resample.result_record(r) for r in results], indent=2))
-        print(f"results written to {args.json}")
+    if args.json is not None:
+        cli_args.write_output(json.dumps([resample.result_record(r) for r in results], indent=2), args.json)
+        if args.json != "-":
+            print(f"results written to {args.json}")
     return 0
 
 
 def _check_space_choice(args: argparse.Namespace, space_names: list[str]) -> None:
-    from matchzoo.errors import MatchzooError
-
     option, chosen = ("--attack", args.attack) if args.probe == "resample" else ("--classifier", args.classifier)
     if chosen not in space_names:
         raise MatchzooError(f"{option} {chosen!r} must be one of the --spaces ({', '.join(space_names)})")
@@ -150,7 +143,6 @@ def _check_space_choice(args: argparse.Namespace, space_names: list[str]) -> Non
 
 def _build_objective(args: argparse.Namespace):
     import matchzoo
-    from matchzoo.errors import MatchzooError
 
     kwargs = _objective_kwargs(args.objective_arg)
     try:
@@ -161,45 +153,28 @@ def _build_objective(args: argparse.Namespace):
 
 
 def _resample(args: argparse.Namespace, objective, features: dict, count: int, common: dict):
-    from matchzoo.probes import resample
-    from matchzoo.probes.weighted import weighted_loss_for
+    from matchzoo.probes.experiments import resample_attack
+    from matchzoo.probes.resample import format_result
 
-    reference = features[args.attack].reference
-    if reference.shape[0] > args.reference_size:
-        order = torch_randperm(reference.shape[0], args.seed)[: args.reference_size]
-        reference = reference[order]
-    objective.prepare_reference(reference)
     label = f"resample: minimise weighted {args.objective} in {args.attack}"
-    result = resample.resample_probe(
-        features, args.attack, weighted_loss_for(objective, reference), label=label, **common
-    )
-    print(resample.format_result(result, f"{label}; {count} candidates from {args.candidates}"))
+    result = resample_attack(objective, features, args.attack, args.reference_size, args.seed, label, **common)
+    if args.json != "-":  # stdout carries the JSON alone
+        print(format_result(result, f"{label}; {count} candidates from {args.candidates}"))
     return result
 
 
 def _topn(args: argparse.Namespace, spaces: dict, features: dict, dataset, candidates, common: dict) -> list:
-    from matchzoo.probes import resample, topn
+    from matchzoo.probes.experiments import topn_sweep
+    from matchzoo.probes.resample import format_result
 
-    classifier = features[args.classifier]
-    probs, reference_probs, source = topn.class_probabilities(
-        spaces[args.classifier], dataset, candidates, classifier.reference, classifier.candidates, args.seed
+    classifier = args.classifier
+    sweep = topn_sweep(
+        spaces[classifier], features[classifier], features, dataset, candidates, args.top_n, args.seed, **common
     )
     results = []
-    for n in args.top_n:
-        indicators = topn.topn_indicators(probs, n)
-        target = topn.topn_indicators(reference_probs, n).mean(dim=0)
-        label = f"topn: match top-{n} class histogram ({source})"
-        result = resample.resample_probe(
-            features, None, topn.histogram_loss(indicators, target), attack_candidates=indicators, label=label, **common
-        )
-        result.extra["top_n"] = n
+    for result in sweep:
         results.append(result)
-        print(resample.format_result(result, label))
-        print()
+        if args.json != "-":
+            print(format_result(result, result.label))
+            print()
     return results
-
-
-def torch_randperm(n: int, seed: int):
-    import torch
-
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))

@@ -1,158 +1,28 @@
-"""``python -m matchzoo ui``: the MLflow UI over the project's store, bound to 127.0.0.1.
-
-``mlflow ui`` is a tree of processes (the CLI, uvicorn and its workers, a job runner and its huey
-consumers). They run in a process group of their own, so Ctrl-C in a terminal reaches only this
-command, which then stops the whole group: SIGINT/SIGTERM are forwarded to every member, stragglers
-get SIGKILL after a grace period, and the exit status is 128 + the signal number (130, 143). A server
-that exits by itself with a non-zero status is an error (one line, exit 2).
-"""
+"""``python -m matchzoo ui``: the MLflow UI over the project's store, bound to 127.0.0.1 (the server's process
+group, signals and exit status: :mod:`matchzoo.mlflow_ui`)."""
 
 from __future__ import annotations
 
 import argparse
-import errno
-import os
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
-from pathlib import Path
 
-from matchzoo.errors import MatchzooError
+from matchzoo import cli_args, mlflow_ui
 from matchzoo.tracking import tracking_uri
 from matchzoo.validate import integer, option
 
 HELP = "start the MLflow UI (127.0.0.1) over the runs store (default sqlite:///runs/mlflow.db)"
-HOST = "127.0.0.1"
-GRACE_SECONDS = 15.0  # uvicorn and huey finish in ~2 s on SIGTERM here; SIGKILL only after this
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=option(integer, 1, 65535), default=5000, help="port on 127.0.0.1 (default 5000)")
-    parser.add_argument("--dry-run", action="store_true", help="print the command instead of running it")
-
-
-def command(port: int) -> list[str]:
-    mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
-    return [mlflow, "ui", "--backend-store-uri", tracking_uri(), "--host", HOST, "--port", str(port)]
+    cli_args.add_dry_run(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    if not 0 < args.port < 65536:
-        raise MatchzooError(f"--port must be in 1..65535, got {args.port}")
-    cmd = command(args.port)
+    cmd = mlflow_ui.command(args.port)
     if args.dry_run:
         print(" ".join(cmd))
         return 0
-    check_port_free(args.port)
-    print(f"MLflow UI on http://{HOST}:{args.port} over {tracking_uri()} (Ctrl-C to stop)", file=sys.stderr)
-    return serve(cmd)
-
-
-def check_port_free(port: int) -> None:
-    """Refuse a busy port up front: mlflow would log the bind error and still exit 0."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        # the server sets SO_REUSEADDR too, so a port in TIME_WAIT is free for it and must count as free here
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((HOST, port))
-        except OSError as error:
-            if error.errno == errno.EADDRINUSE:
-                raise MatchzooError(f"port {port} is in use on {HOST}; pass --port N with a free port") from None
-            raise MatchzooError(f"cannot use port {port} on {HOST}: {error.strerror}; pass --port N") from None
-
-
-def serve(cmd: list[str]) -> int:
-    """Run the server in its own process group until it exits or a signal arrives; stop the whole group."""
-    received: list[int] = []
-    server: list[subprocess.Popen] = []
-
-    def forward(signum, frame):
-        received.append(signum)
-        if server:
-            signal_group(server[0].pid, signum)
-
-    # installed before the server starts, so a signal in between is not lost
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        try:
-            server.append(subprocess.Popen(cmd, start_new_session=True))
-        except FileNotFoundError:
-            raise MatchzooError(f"cannot start {cmd[0]}; is mlflow installed in this environment?") from None
-        if received:
-            signal_group(server[0].pid, received[0])
-        status = server[0].wait()
-    finally:
-        try:
-            if server:
-                stop_group(server[0])
-        finally:  # only now: a second signal during the shutdown must not cut it short
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-    if received:
-        print(f"matchzoo: MLflow UI stopped ({signal.Signals(received[0]).name})", file=sys.stderr)
-        return 128 + received[0]
-    if status != 0:
-        raise MatchzooError(f"the MLflow UI server exited with status {status}; see its messages above")
-    return 0
-
-
-def signal_group(pgid: int, signum: int) -> None:
-    try:
-        os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass  # the group is already gone
-
-
-def stop_group(leader: subprocess.Popen) -> None:
-    """SIGTERM every process left in the leader's group, SIGKILL what remains after the grace period."""
-    pgid = leader.pid  # start_new_session: the leader's pid is the group id
-    for signum, grace in ((signal.SIGTERM, GRACE_SECONDS), (signal.SIGKILL, 5.0)):
-        if not group_members(pgid):
-            break
-        signal_group(pgid, signum)
-        deadline = time.monotonic() + grace
-        while group_members(pgid) and time.monotonic() < deadline:
-            reap_briefly(leader)
-    reap_briefly(leader)
-
-
-def reap_briefly(leader: subprocess.Popen) -> None:
-    """Wait up to 0.2 s for the leader: it paces the polling and reaps the leader, which would stay a zombie."""
-    try:
-        leader.wait(timeout=0.2)
-    except subprocess.TimeoutExpired:
-        pass
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (not zombie) processes of a process group.
-
-    ``killpg(pgid, 0)`` alone would count zombies, and orphaned workers can stay zombies for good where
-    PID 1 does not reap (containers), so on Linux the group is read from ``/proc``.
-    """
-    proc = Path("/proc")
-    if not (proc / "self" / "stat").is_file():
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return []
-        return [pgid]
-    members = []
-    for entry in proc.iterdir():
-        if entry.name.isdigit():
-            fields = _stat_fields(entry / "stat")
-            # after "pid (comm)": state, ppid, pgrp, ...
-            if fields and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-                members.append(int(entry.name))
-    return members
-
-
-def _stat_fields(path: Path) -> list[str]:
-    try:
-        text = path.read_text()
-    except OSError:  # the process exited while we looked
-        return []
-    return text[text.rfind(")") + 2 :].split()
+    mlflow_ui.check_port_free(args.port)
+    print(f"MLflow UI on http://{mlflow_ui.HOST}:{args.port} over {tracking_uri()} (Ctrl-C to stop)", file=sys.stderr)
+    return mlflow_ui.serve(cmd)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -49,11 +49,18 @@ def images_features(space, images: torch.Tensor, progress: bool = False) -> torc
 
 
 def evaluation_features(
-    space_names: Sequence[str], dataset, candidates: torch.Tensor, progress: bool = False
+    space_names: Sequence[str],
+    dataset,
+    candidates: torch.Tensor,
+    progress: bool = False,
+    make_space: Optional[Callable[[str], Any]] = None,
 ) -> tuple[dict, dict[str, SpaceFeatures]]:
-    """``({name: space}, {name: SpaceFeatures})``: candidates, train (reference) and held-out features per space."""
+    """``({name: space}, {name: SpaceFeatures})``: candidates, train (reference) and held-out features per space,
+    each space built by ``make_space(name)`` (default: the registered space with its default arguments)."""
     from matchzoo import make_feature_space
     from matchzoo.data.cache import reference_features
+
+    make_space = make_space or make_feature_space
 
     if candidates.ndim != 4 or candidates.shape[1] != dataset.channels:
         raise MatchzooError(
@@ -62,7 +69,7 @@ def evaluation_features(
         )
     spaces, features = {}, {}
     for name in tqdm(space_names, desc="features", unit="space", disable=not progress):
-        space = make_feature_space(name)
+        space = make_space(name)
         spaces[name] = space
         features[name] = SpaceFeatures(
             candidates=images_features(space, candidates, progress),

@@ -1,21 +1,48 @@
 """Callbacks around the training loop: evaluation, checkpoints and metric logging.
 
-Each has ``on_start(trainer)``, ``on_step(trainer, logs)`` and ``on_end(trainer)``.
+Each has ``on_start(trainer)``, ``on_step(trainer, logs)`` and ``on_end(trainer)``. What a callback needs to
+know about the run (total steps, batch sizes, eval spaces, dataset fingerprint) is handed to it at
+construction as a :class:`RunContext`; from the trainer it uses only the live state (step, EMA generator,
+real features, terms), never the trainer's settings.
+
+Their cadence is bound in gin on the callback itself -- ``evaluator.every``, ``evaluator.samples``,
+``evaluator.stability_every``, ``evaluator.stability_resamples``, ``evaluator.metrics``,
+``checkpointer.every``, ``metric_logger.every`` -- and a value left unbound (``None``) falls back to the
+``train.*`` setting of the same meaning (``train.eval_every``, ``train.eval_samples``, ...). When both are
+bound, the callback's own binding wins.
 """
 
 from __future__ import annotations
 
+import functools
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
+import gin
 import torch
 
 from matchzoo import keys
-from matchzoo.metrics import SpaceReference, compute_row, fdr_k, make_metrics, metric_names
+from matchzoo import validate as check
+from matchzoo.errors import MatchzooError, UnknownNameError
+from matchzoo.metrics import Metric, SpaceReference, compute_row, fdr_k, make_metrics, metric_names
 from matchzoo.metrics.stability import matching_stability
+from matchzoo.spaces.base import FeatureSpace
 from matchzoo.tracking import Tracker, TrackingError
 from matchzoo.train import checkpoint
+from matchzoo.train.settings import Schedule
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """The facts about a run its callbacks act on, fixed when the run is built."""
+
+    steps: int  # the last step of the run: the final evaluation/checkpoint/log happens there, not twice
+    batch_size: int  # the global training batch: default evaluation size and the stability probe size
+    feature_batch_size: int  # chunk size for generating and encoding evaluation samples
+    eval_spaces: Sequence[FeatureSpace] = ()
+    dataset_fingerprint: str = ""  # with a space's fingerprint, keys the cached held-out FD
 
 
 class Callback:
@@ -29,8 +56,8 @@ class Callback:
 class MetricLogger(Callback):
     """Averages training logs over ``every`` steps and writes them to MLflow in batches."""
 
-    def __init__(self, tracker: Tracker, every: int):
-        self.tracker, self.every = tracker, every
+    def __init__(self, tracker: Tracker, every: int, steps: int):
+        self.tracker, self.every, self.steps = tracker, every, steps
         self._sums: dict[str, float] = {}
         self._count = 0
 
@@ -38,7 +65,7 @@ class MetricLogger(Callback):
         for key, value in logs.items():
             self._sums[key] = self._sums.get(key, 0.0) + value
         self._count += 1
-        if trainer.step % self.every == 0 or trainer.step == trainer.settings.steps:
+        if trainer.step % self.every == 0 or trainer.step == self.steps:
             self.tracker.log_metrics({k: v / self._count for k, v in self._sums.items()}, trainer.step)
             self._sums, self._count = {}, 0
 
@@ -62,28 +89,32 @@ class Evaluator(Callback):
         seed: int,
         stability_every: int = 0,
         stability_resamples: int = 8,
-        metrics: Optional[Sequence[str]] = None,
+        metrics: Optional[Sequence[Union[str, Metric]]] = None,
+        context: Optional[RunContext] = None,
     ):
+        """``metrics``: registered names (default: those that run during training) or metrics built already;
+        ``context`` is needed from :meth:`on_start` on (scoring given features needs none)."""
         self.tracker, self.every, self.samples, self.seed = tracker, every, samples, seed
         self.stability_every, self.stability_resamples = stability_every, stability_resamples
-        self.metrics = make_metrics(metric_names(during_training=True) if metrics is None else metrics)
+        self.metrics = training_metrics(metrics)
+        self.context = context
         self.references: dict[str, SpaceReference] = {}
         self.last: dict[str, float] = {}
         self.history: list[tuple[int, dict[str, float]]] = []
 
     def on_start(self, trainer) -> None:
         """Reference factors are computed once per space; each evaluation then costs one eigvalsh per FD."""
-        for space in trainer.settings.eval_spaces:
+        for space in self.context.eval_spaces:
             heldout = trainer.real.heldout(space)
             self.samples = self.samples or heldout.shape[0]
             self.references[space.name] = SpaceReference(
-                trainer.real.train(space), heldout, cache_key=(space.fingerprint, trainer.settings.dataset.fingerprint)
+                trainer.real.train(space), heldout, cache_key=(space.fingerprint, self.context.dataset_fingerprint)
             )
         if trainer.step == 0:
             self.evaluate(trainer)
 
     def on_step(self, trainer, logs: dict[str, float]) -> None:
-        if trainer.step % self.every == 0 and trainer.step != trainer.settings.steps:
+        if trainer.step % self.every == 0 and trainer.step != self.context.steps:
             self.evaluate(trainer)
 
     def on_end(self, trainer) -> None:
@@ -95,19 +126,18 @@ class Evaluator(Callback):
         rng = torch.Generator().manual_seed(self.seed)
         generator = trainer.ema.model
         chunks = []
-        for start in range(0, n, trainer.settings.feature_batch_size):
-            size = min(trainer.settings.feature_batch_size, n - start)
+        chunk = self.context.feature_batch_size
+        for start in range(0, n, chunk):
+            size = min(chunk, n - start)
             chunks.append(generator(generator.sample_noise(size, generator=rng).to(trainer.device)))
         return torch.cat(chunks)
 
     def evaluate(self, trainer) -> dict[str, float]:
-        n = self.samples or trainer.settings.batch_size
+        n = self.samples or self.context.batch_size
         images = self.generate(trainer, n)
-        chunks = images.split(trainer.settings.feature_batch_size)
+        chunks = images.split(self.context.feature_batch_size)
         with torch.no_grad():
-            features = {
-                space.name: torch.cat([space(chunk) for chunk in chunks]) for space in trainer.settings.eval_spaces
-            }
+            features = {space.name: torch.cat([space(chunk) for chunk in chunks]) for space in self.context.eval_spaces}
         metrics = self.score(features)
         if self.stability_every and trainer.step % self.stability_every == 0:
             metrics.update(self.stability(trainer, images))
@@ -133,7 +163,7 @@ class Evaluator(Callback):
 
     def stability(self, trainer, images: torch.Tensor) -> dict[str, float]:
         out = {}
-        probe_images = images[: trainer.settings.batch_size]
+        probe_images = images[: self.context.batch_size]
         for term in trainer.terms:
             with torch.no_grad():
                 probe = term.space(probe_images)
@@ -142,7 +172,7 @@ class Evaluator(Callback):
                 probe,
                 trainer.real.train(term.space),
                 resamples=self.stability_resamples,
-                batch_size=trainer.settings.batch_size,
+                batch_size=self.context.batch_size,
                 seed=self.seed,
             )
         return out
@@ -165,9 +195,15 @@ class Checkpointer(Callback):
     whether a good checkpoint is left."""
 
     def __init__(
-        self, path: Path, every: int, extra: dict, tracker: Optional[Tracker] = None, saved_step: Optional[int] = None
+        self,
+        path: Path,
+        every: int,
+        steps: int,
+        extra: dict,
+        tracker: Optional[Tracker] = None,
+        saved_step: Optional[int] = None,
     ):
-        self.path, self.every, self.extra, self.tracker = path, every, extra, tracker
+        self.path, self.every, self.steps, self.extra, self.tracker = path, every, steps, extra, tracker
         self.saved_step = saved_step
 
     def save(self, trainer) -> None:
@@ -195,8 +231,78 @@ class Checkpointer(Callback):
         return f"the last good checkpoint (step {self.saved_step}) is kept in {self.path.parent}"
 
     def on_step(self, trainer, logs: dict[str, float]) -> None:
-        if trainer.step % self.every == 0 and trainer.step != trainer.settings.steps:
+        if trainer.step % self.every == 0 and trainer.step != self.steps:
             self.save(trainer)
 
     def on_end(self, trainer) -> None:
         self.save(trainer)
+
+
+def training_metrics(metrics: Optional[Sequence[Union[str, Metric]]]) -> list[Metric]:
+    """Metrics built already are kept in their order; names are built in registry order."""
+    if metrics is not None and all(isinstance(metric, Metric) for metric in metrics):
+        return list(metrics)
+    return make_metrics(metric_names(during_training=True) if metrics is None else metrics)
+
+
+# --- gin: each callback owns its cadence ------------------------------------------------------------------
+# The factories run before the operative config is recorded (so their bindings, and those of the metrics they
+# build, count as used); they return the callback's class with its cadence bound, and run.py completes it with
+# what exists only once the run is tracked (the MLflow tracker, the checkpoint's fields).
+
+
+def _first(*values):
+    return next((value for value in values if value is not None), None)
+
+
+@gin.configurable("evaluator", module="callbacks", denylist=["schedule"])
+def evaluator(
+    schedule: Schedule,
+    every: Optional[int] = None,
+    samples: Optional[int] = None,
+    stability_every: Optional[int] = None,
+    stability_resamples: Optional[int] = None,
+    metrics: Optional[Sequence[str]] = None,
+) -> Callable[..., Evaluator]:
+    """``None``: the ``train.*`` value (``train.eval_every``, ...); ``metrics = None``: the registered metrics
+    that run during training; ``stability_every = 0`` turns matching stability off."""
+    every = schedule.eval_every if every is None else check.positive_int("evaluator.every", every)
+    if stability_every is not None:
+        stability_every = check.non_negative_int("evaluator.stability_every", stability_every)
+    if stability_resamples is not None:
+        stability_resamples = check.integer("evaluator.stability_resamples", stability_resamples, 2)
+    return functools.partial(
+        Evaluator,
+        every=every,
+        samples=schedule.eval_samples if samples is None else check.integer("evaluator.samples", samples, 2),
+        # matching stability at every evaluation unless either binding says otherwise
+        stability_every=_first(stability_every, schedule.stability_every, every),
+        stability_resamples=_first(stability_resamples, schedule.stability_resamples),
+        metrics=named_metrics(metrics),
+    )
+
+
+def named_metrics(names: Optional[Sequence[str]]) -> list[Metric]:
+    example = "['fd_reference', 'fdr', 'kid']"
+    if names is None:
+        return training_metrics(None)
+    if isinstance(names, (str, bytes)) or not isinstance(names, Sequence) or not all(isinstance(n, str) for n in names):
+        raise MatchzooError(f"evaluator.metrics must be a list of metric names such as {example}, got {names!r}")
+    try:
+        return training_metrics(names)
+    except UnknownNameError as error:
+        raise MatchzooError(f"evaluator.metrics: {error}") from None
+
+
+@gin.configurable("checkpointer", module="callbacks", denylist=["schedule"])
+def checkpointer(schedule: Schedule, every: Optional[int] = None) -> Callable[..., Checkpointer]:
+    """``every = None``: ``train.checkpoint_every``."""
+    every = schedule.checkpoint_every if every is None else check.positive_int("checkpointer.every", every)
+    return functools.partial(Checkpointer, every=every)
+
+
+@gin.configurable("metric_logger", module="callbacks", denylist=["schedule"])
+def metric_logger(schedule: Schedule, every: Optional[int] = None) -> Callable[..., MetricLogger]:
+    """``every = None``: ``train.log_every``."""
+    every = schedule.log_every if every is None else check.positive_int("metric_logger.every", every)
+    return functools.partial(MetricLogger, every=every)

@@ -64,11 +64,13 @@ class Optimization:
 
 @dataclass
 class Schedule:
-    """How often (in steps) the callbacks act; ``stability_every = 0`` turns matching stability off."""
+    """The ``train.*`` cadence: how often (in steps) the callbacks act unless a callback's own binding
+    (``evaluator.every``, ...; :mod:`matchzoo.train.callbacks`) says otherwise. ``stability_every``: ``None``
+    with every evaluation, 0 off."""
 
     eval_every: int
     eval_samples: Optional[int]
-    stability_every: int
+    stability_every: Optional[int]
     stability_resamples: int
     log_every: int
     checkpoint_every: int
@@ -145,9 +147,9 @@ def schedule(eval_every, eval_samples, stability_every, stability_resamples, log
     return Schedule(
         eval_every=eval_every,
         eval_samples=None if eval_samples is None else check.integer("train.eval_samples", eval_samples, 2),
-        # matching stability at every evaluation by default (None); 0 turns it off
+        # None (matching stability at every evaluation) is resolved by the evaluator, whose own cadence may differ
         stability_every=(
-            eval_every if stability_every is None else check.non_negative_int("train.stability_every", stability_every)
+            None if stability_every is None else check.non_negative_int("train.stability_every", stability_every)
         ),
         stability_resamples=check.integer("train.stability_resamples", stability_resamples, 2),
         log_every=check.positive_int("train.log_every", log_every),

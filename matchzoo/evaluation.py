@@ -1,0 +1,159 @@
+"""Evaluate existing samples: every registered metric in every feature space, against a dataset's splits.
+
+The reference is the *train* split of the dataset (features cached on disk, see ``python -m matchzoo stats``);
+its held-out split is the FDr baseline at the same sample size. :func:`evaluate_samples` returns
+``{'spaces': {name: row}, 'fdr_k': ...}`` with the same keys training logs as ``eval/<key>/<space>``;
+:func:`format_table` and :func:`format_csv` render it. ``python -m matchzoo evaluate`` is the command over it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch.utils.data import ConcatDataset, Dataset
+from tqdm.auto import tqdm
+
+from matchzoo.data.datasets import TensorImages
+from matchzoo.errors import MatchzooError
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+CHECKPOINT_IN_RUN_DIR = "checkpoint.pt"  # what the trainer writes in its run folder
+DEFAULT_CHECKPOINT_SAMPLES = 5000
+ROW_COLUMNS = ("dim", "n")  # what every row says about its samples, before the metrics' numbers
+
+
+def load_samples(path: str, reference, num_samples: Optional[int], seed: int, device: str) -> Dataset:
+    """The images to evaluate, as a Dataset of ``(C, H, W)`` tensors in [-1, 1]: a ``.npz``, an image folder
+    (resized to the ``reference`` dataset's size and channels), or a checkpoint (or its run folder) sampled."""
+    from matchzoo.data import load_npz_images
+    from matchzoo.data.datasets import ImageFolder
+
+    source = Path(path)
+    count = num_samples or DEFAULT_CHECKPOINT_SAMPLES
+    if source.is_dir() and (source / CHECKPOINT_IN_RUN_DIR).is_file():  # a training run folder
+        images = TensorImages(_sample_checkpoint(source / CHECKPOINT_IN_RUN_DIR, count, seed, device))
+    elif source.is_dir():
+        folder = ImageFolder(str(source), size=reference.size, channels=reference.channels)
+        images: Dataset = ConcatDataset([folder.split("train"), folder.split("heldout")])
+    elif source.suffix.lower() == ".npz":
+        images = TensorImages(load_npz_images(str(source)))
+    elif source.suffix.lower() in CHECKPOINT_SUFFIXES and source.is_file():
+        images = TensorImages(_sample_checkpoint(source, count, seed, device))
+    elif not source.exists():
+        raise MatchzooError(f"--samples {path!r} does not exist; pass a .npz file, an image folder or a checkpoint .pt")
+    else:
+        raise MatchzooError(
+            f"--samples {path!r}: expected a .npz file, a folder of PNG/JPEG files "
+            f"or a checkpoint ({', '.join(CHECKPOINT_SUFFIXES)})"
+        )
+    if num_samples is not None and num_samples < len(images):
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:num_samples]
+        images = torch.utils.data.Subset(images, order.tolist())
+    if len(images) < 2:
+        raise MatchzooError(f"--samples {path!r} holds {len(images)} image(s); need at least 2")
+    return images
+
+
+def _sample_checkpoint(path: Path, count: int, seed: int, device: str) -> torch.Tensor:
+    from matchzoo.stored_config import load_generator
+
+    generator = load_generator(path, device=device).eval()
+    rng = torch.Generator().manual_seed(seed)
+    chunks = []
+    with torch.no_grad():
+        for start in range(0, count, 256):
+            chunks.append(generator.sample(min(256, count - start), generator=rng).float().cpu())
+    return torch.cat(chunks)
+
+
+def evaluate_samples(
+    images: Dataset,
+    dataset,
+    space_names: Sequence[str],
+    make_space: Callable[[str], object],
+    settings,
+    *,
+    batch_size: int = 256,
+    device: str = "cpu",
+    cache_dir: Optional[str] = None,
+    progress: bool = True,
+) -> dict:
+    """Every metric of ``settings`` (a :class:`~matchzoo.metrics.suite.SuiteSettings`) in every space, each space
+    built by ``make_space(name)`` when its turn comes; returns ``{'spaces': {name: row}, 'fdr_k': ...}``."""
+    from matchzoo.data.cache import reference_features, reference_stats
+    from matchzoo.data.features import extract_features
+    from matchzoo.metrics.fdrk import fdr_k
+    from matchzoo.metrics.frechet import FrechetReference, GaussianStats
+    from matchzoo.metrics.suite import evaluate_space
+
+    rows: dict[str, dict[str, float]] = {}
+    for name in tqdm(space_names, desc="spaces", disable=not progress):
+        space = make_space(name)
+        cached = dict(batch_size=batch_size, device=device, cache_dir=cache_dir, progress=progress)
+        reference = reference_features(space, dataset, "train", **cached)
+        heldout = reference_features(space, dataset, "heldout", **cached)
+        mean, cov = reference_stats(space, dataset, "train", **cached)
+        generated = extract_features(
+            space, images, batch_size=batch_size, device=device, desc=f"samples in {name}", progress=progress
+        )
+        rows[name] = evaluate_space(
+            generated,
+            reference,
+            heldout,
+            settings,
+            FrechetReference(GaussianStats(mean, cov, reference.shape[0])),
+            cache_key=(space.fingerprint, dataset.fingerprint),
+        )
+    return {"spaces": rows, "fdr_k": fdr_k(rows)}
+
+
+def table_columns(metrics) -> dict[str, str]:
+    """Row key -> header of the printed table, in column order: the sample counts, then each metric's columns."""
+    columns = {key: key for key in ROW_COLUMNS}
+    for metric in metrics:
+        columns.update(metric.table_headers())
+    return columns
+
+
+def format_table(result: dict, metrics) -> str:
+    """One row per space, then the FDr^k line; ``result`` also names its ``reference`` dataset."""
+    columns = table_columns(metrics)
+    headers, keys = ("space", *columns.values()), tuple(columns)
+    lines = [headers]
+    for space, row in result["spaces"].items():
+        cells = [space] + [_format_number(row.get(key)) for key in keys]
+        lines.append(tuple(cells))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(headers))]
+    out = [
+        "  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths)))
+        for line in lines
+    ]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    n = int(next(iter(result["spaces"].values()))["fdr_n"])
+    out.append(
+        f"FDr^k = {result['fdr_k']:.4g}  (mean over {len(result['spaces'])} spaces; FDr at n={n} "
+        f"generated vs n held-out samples of {result['reference']}, both against its train split)"
+    )
+    return "\n".join(out)
+
+
+def _format_number(value) -> str:
+    if value is None:
+        return "-"
+    if float(value).is_integer() and abs(value) < 1e9:
+        return str(int(value))
+    return f"{value:.4g}"
+
+
+def format_csv(result: dict, metrics) -> str:
+    fieldnames = ["space", *ROW_COLUMNS, *(key for metric in metrics for key in metric.keys), "fdr_k"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fieldnames, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for space, row in result["spaces"].items():
+        writer.writerow({"space": space, **row, "fdr_k": result["fdr_k"]})
+    return buffer.getvalue()
