@@ -99,9 +99,14 @@ def test_heldout_baseline_is_cached_per_key_and_checks_size():
     rng = np.random.default_rng(3)
     train, heldout = torch.from_numpy(rng.normal(size=(300, 4))), torch.from_numpy(rng.normal(size=(50, 4)))
     key = ("space-fp", "data-fp", object())
-    first = fdrk.heldout_frechet_distance(heldout, train, 40, seed=1, cache_key=key)
-    assert fdrk.heldout_frechet_distance(heldout + 100.0, train, 40, seed=1, cache_key=key) == first  # memoised
-    assert fdrk.heldout_frechet_distance(heldout + 100.0, train, 40, seed=1) > first  # no key: recomputed
+    reference = fdrk.FrechetReference.from_features(train)
+    first = fdrk.heldout_frechet_distance(heldout, reference, 40, seed=1, cache_key=key)
+    assert fdrk.heldout_frechet_distance(heldout + 100.0, reference, 40, seed=1, cache_key=key) == first  # memoised
+    assert fdrk.heldout_frechet_distance(heldout + 100.0, reference, 40, seed=1) > first  # no key: recomputed
+    # memoised per reference object: another reference (of the same data) never reuses the first one's value
+    other = fdrk.FrechetReference.from_features(train)
+    assert fdrk.heldout_frechet_distance(heldout + 100.0, other, 40, seed=1, cache_key=key) > first
+    assert fdrk.heldout_frechet_distance(heldout + 100.0, train, 40, seed=1, cache_key=key) > first  # features
     with pytest.raises(MatchzooError, match="sample size 51"):
         fdrk.heldout_frechet_distance(heldout, train, 51)
 

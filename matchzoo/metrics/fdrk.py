@@ -16,6 +16,7 @@ The registered metric ``fdr`` returns, per space, ``fd_matched`` (numerator), ``
 
 from __future__ import annotations
 
+import weakref
 from typing import Hashable, Optional
 
 import torch
@@ -26,7 +27,9 @@ from matchzoo.keys import FD_HELDOUT, FD_MATCHED, FDR, FDR_N
 from matchzoo.metrics.frechet import FrechetReference, SpaceReference
 from matchzoo.metrics.registry import Metric, register_metric
 
-_HELDOUT_CACHE: dict[Hashable, float] = {}
+# memoised per reference object: the numerator and the denominator of an FDr must use the same reference
+# statistics (two references of the same data, computed along different paths, differ by round-off)
+_HELDOUT_CACHE: "weakref.WeakKeyDictionary[FrechetReference, dict[Hashable, float]]" = weakref.WeakKeyDictionary()
 
 
 def fdr_table(fd_generated: dict[str, float], fd_heldout: dict[str, float]) -> dict[str, float]:
@@ -71,8 +74,8 @@ def heldout_frechet_distance(
     """FD(held-out real features, reference) at ``sample_size`` held-out samples (the FDr denominator).
 
     ``reference`` is a :class:`FrechetReference` or the training features ``(N_ref, D)``. With a
-    ``cache_key`` (e.g. ``(space.fingerprint, dataset.fingerprint)``) the value is memoised per
-    ``(cache_key, sample_size, seed)``.
+    ``cache_key`` (e.g. ``(space.fingerprint, dataset.fingerprint)``) and a :class:`FrechetReference`, the value
+    is memoised on that reference per ``(cache_key, sample_size, seed)``.
     """
     size = heldout.shape[0] if sample_size is None else int(sample_size)
     if size < 2 or size > heldout.shape[0]:
@@ -80,14 +83,15 @@ def heldout_frechet_distance(
             f"FDr sample size {size} must be in [2, {heldout.shape[0]}] (the number of held-out samples); "
             f"evaluate with at most {heldout.shape[0]} samples or use a dataset with a larger held-out split"
         )
-    key = None if cache_key is None else (cache_key, size, seed)
-    if key is not None and key in _HELDOUT_CACHE:
-        return _HELDOUT_CACHE[key]
     if not isinstance(reference, FrechetReference):
-        reference = FrechetReference.from_features(reference)
+        reference, cache_key = FrechetReference.from_features(reference), None  # a new object: nothing to reuse
+    memo = None if cache_key is None else _HELDOUT_CACHE.setdefault(reference, {})
+    key = (cache_key, size, seed)
+    if memo is not None and key in memo:
+        return memo[key]
     value = reference.distance_to_features(subsample(heldout, size, seed))
-    if key is not None:
-        _HELDOUT_CACHE[key] = value
+    if memo is not None:
+        memo[key] = value
     return value
 
 
