@@ -63,6 +63,9 @@ def _worker(rank, names, store, out_dir):
         loss = _step(name, model, noise[shard], distributed.gather(local_real), reference, distributed.gather_with_grad)
         results[name] = (loss, {k.removeprefix("module."): p.grad.clone() for k, p in model.named_parameters()})
     torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+    # neither rank tears gloo down while the other may still be sending: a rank that destroyed its group early
+    # once aborted its peer ("terminate called without an active exception", SIGABRT) in a full-suite run
+    dist.barrier()
     dist.destroy_process_group()
 
 
