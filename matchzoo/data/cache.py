@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Optional
 
 import torch
 
+from matchzoo.atomic import WriteFailed, torch_save_atomic
 from matchzoo.data.datasets import ImageDataset
 from matchzoo.data.features import extract_features
 from matchzoo.errors import MatchzooError
@@ -101,20 +101,13 @@ def writable_cache_dir(directory: Path) -> Path:
 
 def _atomic_save(record: dict, path: Path) -> None:
     writable_cache_dir(path.parent)
-    temporary = None
     try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(handle)
-        torch.save(record, temporary)
-        os.replace(temporary, path)
-    except (OSError, RuntimeError) as error:  # disk full, quota; torch reports a failed write as RuntimeError
-        reason = getattr(error, "strerror", None) or (str(error).strip().splitlines() or [type(error).__name__])[0]
+        torch_save_atomic(record, path)
+    except WriteFailed as failure:  # disk full, quota
         raise MatchzooError(
-            f"cannot write the reference cache {path}: {reason}; free space or set MATCHZOO_CACHE_DIR to another folder"
+            f"cannot write the reference cache {path}: {failure}; "
+            "free space or set MATCHZOO_CACHE_DIR to another folder"
         ) from None
-    finally:
-        if temporary is not None:
-            Path(temporary).unlink(missing_ok=True)
 
 
 def reference_record(

@@ -13,48 +13,26 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
+from matchzoo.atomic import WriteFailed, torch_save_atomic
 from matchzoo.errors import MatchzooError
 
 FORMAT = "matchzoo-checkpoint-v1"
 FILENAME = "checkpoint.pt"
 LOCKNAME = ".lock"
-_NEARLY_FULL = 1 << 20  # bytes; torch reports a full disk only as a failed or short write
 
 
 def save_atomic(payload: dict[str, Any], path: Path) -> None:
     """Write ``payload`` to ``path`` so that a crash leaves either the old or the new file, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
     try:
-        torch.save({"format": FORMAT, **payload}, temp_name)
-        os.replace(temp_name, path)
-    except OSError as error:
-        Path(temp_name).unlink(missing_ok=True)
-        reason = error.strerror or error
-        raise MatchzooError(f"cannot write checkpoint {path}: {reason}; the previous checkpoint is kept") from None
-    except RuntimeError as error:  # torch's stream writer: "[enforce fail ...] unexpected pos", "file write failed"
-        reason = _write_failure(path.parent, error)
-        Path(temp_name).unlink(missing_ok=True)
-        raise MatchzooError(f"cannot write checkpoint {path}: {reason}; the previous checkpoint is kept") from None
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-
-
-def _write_failure(folder: Path, error: RuntimeError) -> str:
-    """torch's writer carries no errno; a (nearly) full file system, measured before the partial temp file
-    is removed, is the usual cause."""
-    if shutil.disk_usage(folder).free < _NEARLY_FULL:
-        return "no space left on device"
-    return f"the write failed ({str(error).strip().splitlines()[-1][:200]})"
+        torch_save_atomic({"format": FORMAT, **payload}, path)
+    except WriteFailed as failure:
+        raise MatchzooError(f"cannot write checkpoint {path}: {failure}; the previous checkpoint is kept") from None
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
