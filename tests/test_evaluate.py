@@ -221,8 +221,9 @@ def test_bad_numbers_are_usage_errors(capsys):
 def test_the_library_call_gives_the_commands_numbers(tmp_path, capsys, digits, cache):
     """``evaluate`` is options -> :func:`matchzoo.evaluation.evaluate_samples` -> print: the library alone (no
     argparse) gives the same rows."""
-    from matchzoo.evaluation import evaluate_samples, load_samples
+    from matchzoo.evaluation import evaluate_samples
     from matchzoo.metrics.suite import SuiteSettings
+    from matchzoo.samples import load_samples
 
     rng = np.random.default_rng(1)
     samples = write_npz(tmp_path / "noise.npz", rng.integers(0, 256, size=(120, 8, 8, 1), dtype=np.uint8))

@@ -69,7 +69,8 @@ def suite_settings(args: argparse.Namespace):
 
 def evaluate(args: argparse.Namespace) -> dict:
     """The options, checked in order (every missing model in one line before any work), then the library call."""
-    from matchzoo.evaluation import evaluate_samples, load_samples
+    from matchzoo.evaluation import evaluate_samples
+    from matchzoo.samples import load_samples
     from matchzoo.spaces.resolve import check_weights, option_requests
 
     names = cli_args.space_names(args.spaces)
