@@ -47,6 +47,12 @@ def stability_key(space: str) -> str:
     return f"{STABILITY_PREFIX}{space}"
 
 
+def ema_key(decay: float, key: str) -> str:
+    """The key of an evaluation of the EMA generator with ``decay`` when a run keeps several EMA decays:
+    ``ema_0.9999/eval/fd/<space>``. The first decay of ``train.ema_decay`` logs under the plain keys."""
+    return f"ema_{decay:g}/{key}"
+
+
 # ----------------------------------------------------------------------------- key schema
 
 KEY_SCHEMA_TAG, KEY_SCHEMA = "matchzoo.key_schema", "2"
@@ -81,6 +87,8 @@ OBJECTIVE_TAG, TRAIN_SPACE_TAG, EVAL_SPACES_TAG, DATASET_TAG = "objective", "tra
 GIN_FILES_TAG, RUN_DIR_TAG = "gin_files", "run_dir"
 UNUSED_BINDINGS_TAG, RESUME_CHANGES_TAG = "unused_bindings", "resume_changes"
 SWEEP_TAG, CELL_TAG, LABEL_TAG, ERROR_TAG = "sweep", "sweep_cell", "sweep_cell_label", "sweep_error"
+# `sweep --seeds`: each (cell, seed) is its own cell; GROUP_TAG names the cell without its seed, SEED_TAG the seed
+GROUP_TAG, SEED_TAG = "sweep_group", "sweep_seed"
 ROLE_TAG, SUMMARY_ROLE = "matchzoo.role", "summary"
 COMPARED_RUNS_TAG, COMPARED_SWEEP_TAG = "compared_runs", "compared_sweep"
 RUN_NAME_TAG = "mlflow.runName"  # MLflow's own: setting it renames the run
