@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
 def train_and_save(args: argparse.Namespace) -> None:
     dataset = Digits()
     train_idx, heldout_idx = dataset.split_indices("train"), dataset.split_indices("heldout")
-    images, labels = dataset.images, dataset.labels
+    images, labels = dataset.images, dataset.targets
     train_x, train_y, test_x, test_y = images[train_idx], labels[train_idx], images[heldout_idx], labels[heldout_idx]
     common = {
         "command": TRAIN_COMMAND + (f" --seed {args.seed}" if args.seed else ""),

@@ -45,8 +45,8 @@ def test_classifier_features_separate_digit_classes():
     """The supervised space is class-specialised: a nearest-class-mean rule on held-out digits is accurate."""
     dataset = matchzoo.make_dataset("digits")
     space = matchzoo.make_feature_space("digits_classifier")
-    labels_train = dataset.labels[dataset.split_indices("train")]
-    labels_test = dataset.labels[dataset.split_indices("heldout")]
+    labels_train = dataset.labels("train")
+    labels_test = dataset.labels("heldout")
     with torch.no_grad():
         train = space(dataset.images[dataset.split_indices("train")])
         test = space(dataset.images[dataset.split_indices("heldout")])

@@ -48,7 +48,7 @@ def test_entry_point_writes_loadable_encoder_only_weights_with_records(tmp_path)
 def test_training_with_the_same_seed_is_bit_identical(tmp_path):
     dataset = Digits()
     images = dataset.images[dataset.split_indices("train")][:256]
-    labels = dataset.labels[dataset.split_indices("train")][:256]
+    labels = dataset.labels("train")[:256]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -1,12 +1,17 @@
 """Datasets of real images in [-1, 1], shape ``(C, H, W)`` per item, with ``train`` and ``heldout`` splits.
 
 * ``digits``: scikit-learn's bundled handwritten digits (1,797 real 8x8 grayscale scans; no download),
-  split deterministically into train / held-out by a fixed permutation.
-* ``image_folder``: every PNG/JPEG under a directory, resized (shorter side) and centre-cropped.
-* ``npz``: an array of images in a ``.npz`` file (uint8 in [0, 255] or float in [-1, 1]; NCHW or NHWC).
+  split deterministically into train / held-out by a fixed permutation; 10 classes (the digit).
+* ``image_folder``: every PNG/JPEG under a directory, resized (shorter side) and centre-cropped; one class per
+  immediate sub-folder (sorted names, as torchvision's ImageFolder) when all images lie in sub-folders.
+* ``npz``: an array of images in a ``.npz`` file (uint8 in [0, 255] or float in [-1, 1]; NCHW or NHWC) and,
+  optionally, an integer ``labels`` array ``(N,)``.
 
-Each dataset has a ``fingerprint`` (source, split rule, preprocessing, content hash where cheap) so
-cached reference features are keyed by exactly the data they came from.
+Labels: ``num_classes`` (0 = unlabelled), ``class_names`` and ``labels(split)``, a ``torch.long`` tensor whose
+item i is the class of item i of ``split(split)`` (split items stay plain image tensors).
+
+Each dataset has a ``fingerprint`` (source, split rule, preprocessing, content hash where cheap, and the labels
+when it has them) so cached reference features are keyed by exactly the data they came from.
 """
 
 from __future__ import annotations
@@ -32,16 +37,40 @@ MAX_SIZE = 8192  # side of a dataset image after resizing; beyond it one batch n
 # Pixels of one source file (width x height) decoded before resizing: 8192 x 8192. PIL's own guard only
 # warns at ~89 M pixels and raises at twice that, so a PNG of a few KB could still ask for gigabytes.
 MAX_IMAGE_PIXELS = 2**26
+DEFAULT_LABELS_KEY = "labels"  # npz.labels_key: optional under this name, required under any other
+MAX_CLASSES = 2**20  # a larger class index is a wrong array (e.g. pixel values or ids), not a class
 
 
 class ImageDataset:
-    """Base class: ``split(name)`` returns a torch ``Dataset`` whose items are image tensors ``(C, H, W)``."""
+    """Base class: ``split(name)`` returns a torch ``Dataset`` whose items are image tensors ``(C, H, W)``;
+    ``labels(name)`` their classes, aligned item by item, or None for an unlabelled dataset."""
 
     channels: int
     size: int
+    class_names: Optional[list[str]] = None  # None = unlabelled
 
     def split(self, name: str) -> Dataset:
         raise NotImplementedError
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names) if self.class_names else 0
+
+    def labels(self, name: str) -> Optional[torch.Tensor]:
+        """``(len(split(name)),)`` class indices in ``[0, num_classes)``, or None when unlabelled."""
+        self.check_split(name)
+        return None
+
+    def label_frequencies(self, name: str) -> torch.Tensor:
+        """``(num_classes,)`` float64 share of each class in split ``name`` (sums to 1)."""
+        labels = self.labels(name)
+        if labels is None:
+            raise MatchzooError(
+                f"dataset {self.name!r} has no labels; use a labelled dataset (digits, class sub-folders, "
+                f"an npz with a labels array) or an unconditional generator"
+            )
+        counts = torch.bincount(labels, minlength=self.num_classes).to(torch.float64)
+        return counts / counts.sum()
 
     def describe(self) -> dict:
         raise NotImplementedError
@@ -77,7 +106,15 @@ class TensorImages(Dataset):
 class InMemoryDataset(ImageDataset):
     """A dataset held as one float tensor ``(N, C, H, W)`` in [-1, 1], split by a seeded permutation."""
 
-    def __init__(self, images: torch.Tensor, heldout_fraction: float, split_seed: int):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        heldout_fraction: float,
+        split_seed: int,
+        targets: Optional[torch.Tensor] = None,
+        class_names: Optional[list[str]] = None,
+    ):
+        self.targets, self.class_names = targets, class_names  # targets: (N,) long, the class of images[i]
         self.heldout_fraction = check.fraction(f"{self.name}.heldout_fraction", heldout_fraction, True, True)
         self.split_seed = check.seed(f"{self.name}.split_seed", split_seed)
         self.images = images
@@ -94,6 +131,10 @@ class InMemoryDataset(ImageDataset):
     def split(self, name: str) -> Dataset:
         self.check_split(name)
         return TensorImages(self.images[self._indices[name]])
+
+    def labels(self, name: str) -> Optional[torch.Tensor]:
+        self.check_split(name)
+        return None if self.targets is None else self.targets[self._indices[name]]
 
     def split_indices(self, name: str) -> torch.Tensor:
         self.check_split(name)
@@ -112,10 +153,10 @@ class Digits(InMemoryDataset):
 
         bunch = load_digits()
         images = torch.from_numpy(bunch.images.astype(np.float32) / 8.0 - 1.0).unsqueeze(1)  # (1797, 1, 8, 8)
-        self.labels = torch.from_numpy(bunch.target.astype(np.int64))
-        super().__init__(images, heldout_fraction, split_seed)
+        targets = torch.from_numpy(bunch.target.astype(np.int64))  # (1797,) the digit shown
+        super().__init__(images, heldout_fraction, split_seed, targets, [str(int(t)) for t in bunch.target_names])
 
-    def describe(self) -> dict:
+    def describe(self) -> dict:  # the labels are fixed by the source: no labels entry, the fingerprint is unchanged
         return {
             "source": "sklearn.datasets.load_digits",
             "scale": "x/8-1",
@@ -127,24 +168,49 @@ class Digits(InMemoryDataset):
 
 @register_dataset("npz")
 class NpzImages(InMemoryDataset):
-    """Images from a ``.npz`` file: key ``key`` (default: the only/first array), NCHW or NHWC."""
+    """Images from a ``.npz`` file: key ``key`` (default: ``images``, else the first array that is not the labels),
+    NCHW or NHWC; class labels from the integer array ``labels_key`` (``(N,)``, optional under the default name
+    ``labels``; ``labels_key = None`` ignores labels)."""
 
-    def __init__(self, path: str = "", key: Optional[str] = None, heldout_fraction: float = 0.1, split_seed: int = 0):
-        self.path, self.key = path, key
-        super().__init__(load_npz_images(path, key), heldout_fraction, split_seed)
+    def __init__(
+        self,
+        path: str = "",
+        key: Optional[str] = None,
+        heldout_fraction: float = 0.1,
+        split_seed: int = 0,
+        labels_key: Optional[str] = DEFAULT_LABELS_KEY,
+    ):
+        if labels_key is not None and not isinstance(labels_key, str):
+            raise MatchzooError(f"npz.labels_key must be an array name such as 'labels' or None, got {labels_key!r}")
+        self.path, self.key, self.labels_key = path, key, labels_key
+        images, targets = load_npz(path, key, labels_key)
+        class_names = None if targets is None else [str(c) for c in range(int(targets.max()) + 1)]
+        super().__init__(images, heldout_fraction, split_seed, targets, class_names)
 
     def describe(self) -> dict:
-        return {
+        description = {
             "source": str(Path(self.path).resolve()),
             "key": self.key,
             "heldout_fraction": self.heldout_fraction,
             "split_seed": self.split_seed,
             "content": self.content_digest(),
         }
+        if self.targets is not None:  # only labelled files gain entries: an unlabelled file keeps its fingerprint
+            description["labels_key"] = self.labels_key
+            description["labels"] = hashlib.sha256(self.targets.numpy().tobytes()).hexdigest()[:16]
+        return description
 
 
 def load_npz_images(path: str, key: Optional[str] = None) -> torch.Tensor:
     """Read images from ``path`` into float32 ``(N, C, H, W)`` in [-1, 1], with one-line errors."""
+    return load_npz(path, key, labels_key=None)[0]
+
+
+def load_npz(
+    path: str, key: Optional[str] = None, labels_key: Optional[str] = DEFAULT_LABELS_KEY
+) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """``(images (N, C, H, W) float32 in [-1, 1], labels (N,) long or None)`` from ``path``, with one-line errors.
+    The labels array ``labels_key`` may be missing only under the default name."""
     file = Path(path)
     if not path or not file.is_file():
         raise MatchzooError(f"npz file not found: {path!r}; pass an existing .npz (e.g. npz.path = '/data/x.npz')")
@@ -156,22 +222,51 @@ def load_npz_images(path: str, key: Optional[str] = None) -> torch.Tensor:
         raise MatchzooError(
             f"{path}: holds a single .npy array, not a .npz archive; save it with np.savez({file.name!r}, images=array)"
         )
-    try:
-        with archive:
-            array = archive[_npz_key(archive, path, key)]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:  # a damaged member surfaces only when read
-        raise MatchzooError(f"{path}: not a readable .npz file ({error})") from None
-    return images_to_tensor(array, source=path)
+    with archive:
+        keys = list(archive.keys())
+        image_key = _npz_key(keys, path, key, labels_key)
+        if labels_key is not None and labels_key not in keys and labels_key != DEFAULT_LABELS_KEY:
+            raise MatchzooError(
+                f"{path}: no labels array {labels_key!r} (npz.labels_key); it has {', '.join(keys)}; "
+                f"name the labels array or set npz.labels_key = None"
+            )
+        label_key = labels_key if labels_key in keys and labels_key != image_key else None
+        try:
+            array = archive[image_key]
+            label_array = None if label_key is None else archive[label_key]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:  # a damaged member shows only when read
+            raise MatchzooError(f"{path}: not a readable .npz file ({error})") from None
+    images = images_to_tensor(array, source=path)
+    if label_array is None:
+        return images, None
+    return images, labels_to_tensor(label_array, images.shape[0], f"{path}: labels {label_key!r}")
 
 
-def _npz_key(archive, path: str, key: Optional[str]) -> str:
-    keys = list(archive.keys())
+def _npz_key(keys: list[str], path: str, key: Optional[str], labels_key: Optional[str]) -> str:
     if not keys:
         raise MatchzooError(f"{path}: the .npz holds no arrays")
-    chosen = key if key is not None else ("images" if "images" in keys else keys[0])
+    candidates = [name for name in keys if name != labels_key] or keys
+    chosen = key if key is not None else ("images" if "images" in keys else candidates[0])
     if chosen not in keys:
         raise MatchzooError(f"{path}: no array {chosen!r}; it has {', '.join(keys)}")
     return chosen
+
+
+def labels_to_tensor(array: np.ndarray, count: int, source: str) -> torch.Tensor:
+    """Integer class indices ``(count,)`` in ``[0, MAX_CLASSES)`` -> ``torch.long``, with one-line errors."""
+    fix = "store integer class indices 0..K-1, one per image, or set npz.labels_key = None"
+    if not np.issubdtype(array.dtype, np.integer):
+        raise MatchzooError(f"{source} has dtype {array.dtype}; {fix}")
+    if array.ndim != 1:
+        raise MatchzooError(f"{source} has shape {array.shape}, expected ({count},); {fix}")
+    if array.shape[0] != count:
+        raise MatchzooError(f"{source} holds {array.shape[0]} labels for {count} images; {fix}")
+    low, high = int(array.min()), int(array.max())
+    if low < 0:
+        raise MatchzooError(f"{source} holds the negative label {low}; {fix}")
+    if high >= MAX_CLASSES:
+        raise MatchzooError(f"{source} holds the label {high}, more than {MAX_CLASSES:,} classes; {fix}")
+    return torch.from_numpy(array.astype(np.int64))
 
 
 def images_to_tensor(array: np.ndarray, source: str = "array") -> torch.Tensor:
@@ -218,13 +313,26 @@ def _channels_first(array: np.ndarray, source: str) -> np.ndarray:
 
 @register_dataset("image_folder")
 class ImageFolder(ImageDataset):
-    """PNG/JPEG files under ``root`` (recursively), resized so the shorter side is ``size``, centre-cropped."""
+    """PNG/JPEG files under ``root`` (recursively), resized so the shorter side is ``size``, centre-cropped.
+
+    Labels: when every image lies inside an immediate sub-folder, each sub-folder is a class (sorted by name,
+    as torchvision's ImageFolder: ``root/cat/1.png`` and ``root/dog/x/2.png`` are classes 0 and 1); images
+    directly under ``root`` alone mean an unlabelled folder; both at once is an error. ``labels = False``
+    ignores the sub-folders (one unlabelled pool, the same fingerprint as an unlabelled folder)."""
 
     EXTENSIONS = (".png", ".jpg", ".jpeg")
 
     def __init__(
-        self, root: str = "", size: int = 64, channels: int = 3, heldout_fraction: float = 0.1, split_seed: int = 0
+        self,
+        root: str = "",
+        size: int = 64,
+        channels: int = 3,
+        heldout_fraction: float = 0.1,
+        split_seed: int = 0,
+        labels: bool = True,
     ):
+        if not isinstance(labels, bool):
+            raise MatchzooError(f"image_folder.labels must be True or False, got {labels!r}")
         self.size = check.positive_int("image_folder.size", size, MAX_SIZE)
         self.channels = check.choice("image_folder.channels", channels, CHANNELS)
         self.heldout_fraction = check.fraction("image_folder.heldout_fraction", heldout_fraction, True, True)
@@ -238,6 +346,9 @@ class ImageFolder(ImageDataset):
         self.files = sorted(p for p in directory.rglob("*") if p.suffix.lower() in self.EXTENSIONS)
         if len(self.files) < 2:
             raise MatchzooError(f"{root}: found {len(self.files)} PNG/JPEG files; need at least 2")
+        self.targets: Optional[torch.Tensor] = None  # (N,) long: the class of files[i]
+        if labels:
+            self.class_names, self.targets = _folder_classes(directory, self.files)
         order = torch.randperm(len(self.files), generator=torch.Generator().manual_seed(self.split_seed))
         n_heldout = min(len(self.files) - 1, max(1, int(round(self.heldout_fraction * len(self.files)))))
         self._indices = {"heldout": order[:n_heldout].tolist(), "train": order[n_heldout:].tolist()}
@@ -246,9 +357,13 @@ class ImageFolder(ImageDataset):
         self.check_split(name)
         return _FileImages([self.files[i] for i in self._indices[name]], self.size, self.channels)
 
+    def labels(self, name: str) -> Optional[torch.Tensor]:
+        self.check_split(name)
+        return None if self.targets is None else self.targets[torch.tensor(self._indices[name], dtype=torch.long)]
+
     def describe(self) -> dict:
         listing = hashlib.sha256("\n".join(str(p.relative_to(self.root)) for p in self.files).encode()).hexdigest()[:16]
-        return {
+        description = {
             "source": self.root,
             "files": len(self.files),
             "listing": listing,
@@ -257,6 +372,34 @@ class ImageFolder(ImageDataset):
             "heldout_fraction": self.heldout_fraction,
             "split_seed": self.split_seed,
         }
+        if self.class_names is not None:  # only labelled folders gain entries: unlabelled ones keep their fingerprint
+            description["labels"] = "sub-folders"
+            description["classes"] = self.num_classes
+            description["class_names"] = hashlib.sha256("\n".join(self.class_names).encode()).hexdigest()[:16]
+        return description
+
+
+def _folder_classes(root: Path, files: list[Path]) -> tuple[Optional[list[str]], Optional[torch.Tensor]]:
+    """``(class names, (N,) labels)`` from the immediate sub-folders of ``root``; ``(None, None)`` for a flat one."""
+    tops = [file.relative_to(root).parts[0] if file.parent != root else None for file in files]
+    at_root = sum(top is None for top in tops)
+    if at_root == len(files):
+        return None, None
+    names = sorted(entry.name for entry in root.iterdir() if entry.is_dir())
+    if at_root:
+        raise MatchzooError(
+            f"{root}: {at_root} PNG/JPEG file(s) lie directly under the root beside {len(names)} class sub-folder(s); "
+            f"move them into a class folder, or set image_folder.labels = False to ignore the classes"
+        )
+    empty = sorted(set(names) - set(tops))
+    if empty:
+        raise MatchzooError(
+            f"{root}: {len(empty)} class sub-folder(s) hold no PNG/JPEG files ({', '.join(empty[:3])}"
+            f"{', ...' if len(empty) > 3 else ''}); remove them (class indices follow the sorted sub-folders) "
+            f"or set image_folder.labels = False"
+        )
+    index = {name: position for position, name in enumerate(names)}
+    return names, torch.tensor([index[top] for top in tops], dtype=torch.long)
 
 
 class _FileImages(Dataset):

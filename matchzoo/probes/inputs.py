@@ -15,7 +15,7 @@ from matchzoo.probes.resample import SpaceFeatures
 
 def load_candidates(path: str, count: Optional[int] = None, seed: int = 0, progress: bool = False) -> torch.Tensor:
     """Candidate images ``(N, C, H, W)`` in [-1, 1]: an ``.npz`` of images, or ``count`` samples of a
-    checkpoint's generator."""
+    checkpoint's generator (class-balanced when it is class-conditional)."""
     if count is not None:  # a negative count used to slice from the end and keep N - |count| candidates
         validate.positive_int("num_candidates", count)
     source = Path(path)
@@ -35,9 +35,12 @@ def load_candidates(path: str, count: Optional[int] = None, seed: int = 0, progr
     generator = load_generator(source)
     rng = torch.Generator().manual_seed(seed)
     total = count or 5000
-    starts = tqdm(range(0, total, 1000), desc="sampling candidates", unit="chunk", disable=not progress)
+    labels = generator.balanced_labels(total)  # class-balanced over all candidates (None: unconditional)
+    chunks = []
     with torch.no_grad():
-        chunks = [generator.sample(min(1000, total - start), generator=rng).cpu() for start in starts]
+        for start in tqdm(range(0, total, 1000), desc="sampling candidates", unit="chunk", disable=not progress):
+            chunk_labels = None if labels is None else labels[start : start + 1000]
+            chunks.append(generator.sample(min(1000, total - start), chunk_labels, generator=rng).cpu())
     return torch.cat(chunks).clamp(-1.0, 1.0)
 
 

@@ -74,13 +74,12 @@ def class_probabilities(
             reference_images = torch.stack([train[i] for i in range(len(train))])
             reference = torch.softmax(_batched(logits, reference_images).double(), dim=1)
         return candidate, reference, f"{space.name}.logits"
-    labels = getattr(dataset, "labels", None)
-    if labels is None or not hasattr(dataset, "split_indices"):
+    train_labels = dataset.labels("train") if getattr(dataset, "num_classes", 0) else None
+    if train_labels is None:
         raise MatchzooError(
             f"space {space.name!r} has no logits(images) method and dataset {dataset.name!r} has no labels for a "
             f"linear probe; use a classifier space or a labelled dataset (e.g. digits)"
         )
-    train_labels = torch.as_tensor(labels)[dataset.split_indices("train")]
     candidate, reference = linear_probe_probabilities(
         reference_features, train_labels, [candidate_features, reference_features], seed
     )
