@@ -31,6 +31,8 @@ def no_weights_anywhere(tmp_path, monkeypatch):
 def test_the_issue_lists_every_pretrained_space():
     assert set(PRETRAINED) == {
         "inception",
+        "inception_logits",
+        "inception_sfid",
         "dinov2_vits14",
         "dinov2_vitb14",
         "dinov2_vitl14",

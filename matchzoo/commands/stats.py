@@ -4,6 +4,11 @@ Example: ``python -m matchzoo stats --dataset digits --spaces digits_classifier,
 Each (space, split) is extracted once (batched, ``inference_mode``, tqdm) and stored under the space
 and dataset fingerprints in the cache directory (``runs/cache`` or ``$MATCHZOO_CACHE_DIR``); the trainer
 and ``evaluate`` then reuse the file. The work is :func:`matchzoo.data.cache.load_or_build`.
+
+``--export DIR`` also writes the statistics as portable npz files (float64 ``mu``/``sigma`` + ``n`` and the
+space/dataset fingerprints; :mod:`matchzoo.stats_files`): ``DIR/<space>.npz`` for the train split (what
+``fd.reference_stats`` and the other reference options read), ``DIR/<space>.<split>.npz`` for other splits.
+Existing files are kept unless ``--force``; the check runs before any extraction.
 """
 
 from __future__ import annotations
@@ -24,10 +29,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cli_args.add_device(parser)
     cli_args.add_cache_dir(parser)
     cli_args.add_progress(parser)
+    parser.add_argument(
+        "--export",
+        metavar="DIR",
+        default=None,
+        help="also write DIR/<space>.npz (train split; DIR/<space>.<split>.npz for others): float64 mu, sigma and "
+        "fingerprints, the npz format pytorch-fid and clean-fid read",
+    )
+    parser.add_argument("--force", action="store_true", help="with --export: overwrite existing statistics files")
 
 
 def run(args: argparse.Namespace) -> int:
+    from matchzoo import stats_files
     from matchzoo.data.cache import cache_path, load_or_build
+    from matchzoo.errors import MatchzooError
     from matchzoo.spaces.resolve import check_weights, option_requests
 
     names = cli_args.space_names(args.spaces)
@@ -37,6 +52,12 @@ def run(args: argparse.Namespace) -> int:
     dataset = cli_args.make_dataset(args.dataset, args.dataset_param)
     for split in splits:
         dataset.check_split(split)
+    if args.force and args.export is None:
+        raise MatchzooError("--force only applies to --export DIR; add --export or drop --force")
+    if args.export is not None:  # before minutes of extraction, not after
+        stats_files.check_writable(
+            [stats_files.export_path(args.export, name, split) for name in names for split in splits], args.force
+        )
     make_space = cli_args.space_maker(per_space)
     for name in names:
         space = make_space(name)
@@ -57,4 +78,10 @@ def run(args: argparse.Namespace) -> int:
                 f"{name:<18} {args.dataset}/{split:<8} n={n:<6} dim={dim:<5} tr(cov)={record['cov'].trace():.4g}  "
                 f"{state}  {path}"
             )
+            if args.export is not None:
+                target = stats_files.export_path(args.export, name, split)
+                stats_files.write_stats(
+                    target, record["mean"], record["cov"], n, space, dataset, split, force=args.force
+                )
+                print(f"{'':<18} exported {target}")
     return 0

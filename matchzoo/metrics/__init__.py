@@ -1,11 +1,13 @@
-"""Evaluation metrics on ``(N, D)`` features: FD (streaming float64 statistics), FDr^k, KID,
-improved precision/recall, density/coverage, and matching stability of an objective.
+"""Evaluation metrics on ``(N, D)`` features: FD (streaming float64 statistics; sFID is FD in the
+``inception_sfid`` space), FDr^k, KID, improved precision/recall, density/coverage, Inception Score (on the
+``inception_logits`` space), and matching stability of an objective.
 
 Per-space metrics are registered (``@register_metric``, :mod:`matchzoo.metrics.registry`); importing a
 module here registers its metrics, so this list is the catalogue both evaluation paths draw from."""
 
 from matchzoo.metrics.fdrk import fdr_k, fdr_table, heldout_frechet_distance
 from matchzoo.metrics.frechet import FrechetReference, GaussianStats, SpaceReference, StreamingMoments
+from matchzoo.metrics.inception_score import InceptionScore, inception_score, inception_score_of_probs
 from matchzoo.metrics.kid import kernel_inception_distance
 from matchzoo.metrics.prdc import density_coverage, prdc, precision_recall
 from matchzoo.metrics.registry import METRICS, Metric, make_metrics, metric_names, register_metric
@@ -26,6 +28,9 @@ __all__ = [
     "fdr_table",
     "heldout_frechet_distance",
     "kernel_inception_distance",
+    "InceptionScore",
+    "inception_score",
+    "inception_score_of_probs",
     "precision_recall",
     "density_coverage",
     "prdc",

@@ -17,17 +17,24 @@ is validated once. Sample sets smaller than ``D`` use the exact ``n x n`` dual f
 
 :class:`SpaceReference` is the real side of one feature space as every registered metric sees it, and
 the metrics ``fd_reference`` (key ``fd``: generated vs the train split, the FID convention) and
-``fd_to_heldout`` (generated vs the held-out split) live here.
+``fd_to_heldout`` (generated vs the held-out split) live here. Either side may come from a statistics file
+(:meth:`FrechetReference.from_stats_file`, :meth:`SpaceReference.from_stats`; formats in
+:mod:`matchzoo.stats_files`): FD metrics then need no real samples, and a metric that does (KID, PRDC, the
+equal-size FDr) says in one line that it needs the dataset.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from typing import Hashable, Optional
+from pathlib import Path
+from typing import Callable, Hashable, Optional, Sequence, Union
 
+import numpy as np
 import torch
 
-from matchzoo import linalg
+from matchzoo import linalg, stats_files
+from matchzoo.errors import MatchzooError
 from matchzoo.keys import FD, FD_TO_HELDOUT
 from matchzoo.metrics.registry import Metric, register_metric
 
@@ -133,6 +140,15 @@ class FrechetReference:
     def from_features(cls, features: linalg.ArrayLike) -> "FrechetReference":
         return cls(GaussianStats.from_features(features))
 
+    @classmethod
+    def from_stats_file(
+        cls, path, space=None, option: str = "reference statistics"
+    ) -> tuple["FrechetReference", stats_files.ReferenceStats]:
+        """The reference read from a statistics file (validated, and checked against ``space`` when given), and
+        the file's record (path, SHA-256, layout) for the run to log."""
+        stats = stats_files.load_stats(path, space, option)
+        return cls(GaussianStats(stats.mean, stats.cov, stats.count or 0)), stats
+
     @property
     def factor(self) -> torch.Tensor:
         """``F`` with ``F F^T = Σ_ref`` (Cholesky, or the PSD root when singular); computed and checked once."""
@@ -173,22 +189,97 @@ class FrechetReference:
         return float(value.clamp_min(0.0))
 
 
+Features = Union[torch.Tensor, Callable[[], torch.Tensor], None]  # a tensor, a loader called on first use, absent
+
+
 class SpaceReference:
     """The real side of one feature space: ``reference`` ``(N, D)`` (the train split) and ``heldout`` ``(H, D)``
     features, with their Gaussian fits made on first use and then shared by every metric and evaluation.
 
-    ``frechet`` may be given (e.g. statistics read from the on-disk cache); ``cache_key`` (e.g.
-    ``(space.fingerprint, dataset.fingerprint)``) memoises the held-out FDr baseline for the process."""
+    ``frechet`` / ``frechet_heldout`` may be given (statistics read from the on-disk cache or a statistics file,
+    :meth:`from_stats`). Features may then be absent (``None``; the held-out side entirely, e.g. with fixed FDr
+    baselines) or a loader called on first use (features of an ADM reference batch's images), and a metric that
+    reads absent samples gets a one-line error naming ``source``. ``cache_key`` (e.g.
+    ``(space.fingerprint, dataset.fingerprint)``) memoises the held-out FDr baseline for the process. ``files``
+    lists the statistics files read, for the run to record (:meth:`matchzoo.stats_files.ReferenceStats.record`);
+    ``name`` is the space's name (metrics restricted to some spaces, per-space FDr baselines)."""
 
     def __init__(
         self,
-        reference: torch.Tensor,
-        heldout: torch.Tensor,
+        reference: Features,
+        heldout: Features,
         frechet: Optional[FrechetReference] = None,
         cache_key: Optional[Hashable] = None,
+        frechet_heldout: Optional[FrechetReference] = None,
+        source: str = "statistics",
+        files: Sequence[stats_files.ReferenceStats] = (),
+        name: Optional[str] = None,
     ):
-        self.reference, self.heldout, self.cache_key = reference, heldout, cache_key
-        self._frechet, self._frechet_heldout = frechet, None
+        if reference is None and frechet is None:
+            raise ValueError("SpaceReference needs reference features or statistics")  # held-out: only when used
+        self._features = {"reference": reference, "held-out": heldout}
+        self.cache_key, self.source, self.files, self.name = cache_key, source, tuple(files), name
+        self._frechet, self._frechet_heldout = frechet, frechet_heldout
+
+    @classmethod
+    def from_stats(
+        cls,
+        reference,
+        space=None,
+        heldout=None,
+        option: str = "reference statistics",
+        extract: Optional[Callable[[np.ndarray], torch.Tensor]] = None,
+    ) -> "SpaceReference":
+        """The real side from statistics: ``reference`` is a statistics file, or a folder written by
+        ``matchzoo stats --export`` (its ``<space>.npz``, and ``<space>.heldout.npz`` as the held-out side when
+        present and ``heldout`` is not given). FD metrics need nothing more; with ``extract`` (NHWC uint8 images ->
+        ``(N, D)`` features in ``space``), an ADM reference batch's ``arr_0`` images become the reference samples
+        of KID/PRDC on first use, else sample-based metrics say in one line that they need the dataset."""
+        reference_path, heldout_path = Path(os.path.expanduser(str(reference))), heldout
+        if reference_path.is_dir():
+            if space is None:
+                raise ValueError("a statistics folder needs the space whose <space>.npz to read")
+            reference_path = stats_files.export_path(reference_path, space.name)
+            beside = stats_files.export_path(reference_path.parent, space.name, "heldout")
+            heldout_path = heldout_path if heldout_path is not None or not beside.is_file() else beside
+        frechet, reference_file = FrechetReference.from_stats_file(reference_path, space, option)
+        files = [reference_file]
+        frechet_heldout = None
+        if heldout_path is not None:
+            frechet_heldout, heldout_file = FrechetReference.from_stats_file(heldout_path, space, option)
+            files.append(heldout_file)
+        samples = None
+        if extract is not None and reference_file.images_key is not None:
+            samples = lambda: extract(reference_file.images())  # noqa: E731
+        return cls(
+            samples,
+            None,
+            frechet,
+            ("stats", *(file.sha256 for file in files)),
+            frechet_heldout,
+            source=str(reference_path),
+            files=files,
+            name=getattr(space, "name", None),
+        )
+
+    def _samples(self, side: str) -> torch.Tensor:
+        features = self._features[side]
+        if callable(features):
+            features = self._features[side] = features()
+        if features is None:
+            raise MatchzooError(
+                f"this metric compares samples but the {side} side of the space is only statistics ({self.source}); "
+                "give the dataset (or leave the metric out)"
+            )
+        return features
+
+    @property
+    def reference(self) -> torch.Tensor:
+        return self._samples("reference")
+
+    @property
+    def heldout(self) -> torch.Tensor:
+        return self._samples("held-out")
 
     @property
     def frechet(self) -> FrechetReference:

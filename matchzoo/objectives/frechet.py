@@ -4,8 +4,12 @@ r"""``fd``: FD-loss -- the Fréchet distance of a large generated *population* t
           - 2\operatorname{Tr}(\Sigma_r^{1/2}\Sigma\Sigma_r^{1/2})^{1/2}
 
 Reference side: float64 mean/covariance (unbiased) of *all* real training features, given once by
-:meth:`prepare_reference`, with :math:`\Sigma_r^{1/2}` computed once. Standalone, ``objective(fake, real)``
-treats ``real`` as the reference sample. Generated side (``population=``):
+:meth:`prepare_reference`, with :math:`\Sigma_r^{1/2}` computed once -- or read from a statistics file,
+``fd.reference_stats = 'path.npz'`` (a ``matchzoo stats --export`` file, a pytorch-fid / clean-fid / FD-loss
+``mu``/``sigma`` npz or an ADM reference batch; see :mod:`matchzoo.stats_files`), in which case the real
+features are never needed: :meth:`prepare_reference` only checks their dimension, ``real`` may be ``None`` and
+:attr:`needs_real_samples` is ``False``. Standalone without a file, ``objective(fake, real)`` treats ``real`` as
+the reference sample. Generated side (``population=``):
 
 * ``queue`` -- FIFO of the last ``population_size`` detached features; the live batch replaces the oldest;
 * ``ema``   -- moving first/second moments with rate ``beta`` (see :mod:`matchzoo.objectives.population`);
@@ -42,7 +46,7 @@ from typing import Optional
 
 import torch
 
-from matchzoo import linalg
+from matchzoo import linalg, stats_files
 from matchzoo.errors import MatchzooError
 from matchzoo.objectives.base import LossOutput, Objective
 from matchzoo.objectives.population import EmaPopulation, PopulationMoments, QueuePopulation
@@ -50,6 +54,7 @@ from matchzoo.objectives.weighting import WeightedLoss, probabilities
 from matchzoo.registry import register_objective
 
 POPULATION_MODES = ("queue", "ema", "batch")
+REFERENCE_STATS_OPTION = "fd.reference_stats"
 
 
 def frechet_from_moments(
@@ -118,6 +123,7 @@ class FrechetDistance(Objective):
         beta: float = 0.999,
         normalize: bool = False,
         normalize_eps: float = 0.01,
+        reference_stats: Optional[str] = None,
     ):
         super().__init__()
         if population not in POPULATION_MODES:
@@ -130,22 +136,63 @@ class FrechetDistance(Objective):
         elif population == "ema":
             self.population = EmaPopulation(beta)
         self._reference: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
+        self.reference_file: Optional[stats_files.ReferenceStats] = None
+        if reference_stats is not None:
+            self.reference_file = stats_files.load_stats(reference_stats, option=REFERENCE_STATS_OPTION)
+            mean, cov = self.reference_file.mean, self.reference_file.cov
+            self._reference = (mean, cov, linalg.psd_sqrt(cov))
 
-    def prepare_reference(self, features: torch.Tensor) -> None:
-        self._reference = reference_statistics(features)
+    @property
+    def needs_real_samples(self) -> bool:
+        """False with ``reference_stats``: the loss then never reads real features (the trainer may skip them)."""
+        return self.reference_file is None
 
-    def reference(self, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Cached full-dataset statistics, or those of ``real`` when none were prepared."""
+    def use_space(self, space) -> None:
+        """Check a statistics file against the term's space (dimension, fingerprint or the convention warning)."""
+        if self.reference_file is not None:
+            stats_files.check_space(self.reference_file, space, REFERENCE_STATS_OPTION)
+
+    def prepare_reference(self, features: Optional[torch.Tensor]) -> None:
+        """All real training features of the space; ignored (beyond their dimension) with ``reference_stats``."""
+        if self.reference_file is None:
+            self._reference = reference_statistics(features)
+        elif features is not None:
+            self._check_dim(features)
+
+    def _check_dim(self, features: torch.Tensor) -> None:
+        if self.reference_file is not None and features.shape[-1] != self.reference_file.dim:
+            raise MatchzooError(
+                f"{REFERENCE_STATS_OPTION} = {str(self.reference_file.path)!r} holds {self.reference_file.dim}-d "
+                f"statistics but the term's space gives {features.shape[-1]}-d features; give the statistics of "
+                "that space"
+            )
+
+    def reference(
+        self, real: Optional[torch.Tensor], device: Optional[torch.device] = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Cached full-dataset (or file) statistics, or those of ``real`` when none were prepared."""
         if self._reference is None:
+            if real is None:
+                raise MatchzooError(
+                    "fd was given no real features and has no reference; set fd.reference_stats = 'path.npz' "
+                    "or give the dataset"
+                )
             return reference_statistics(real)
-        if self._reference[0].device != real.device:
-            self._reference = tuple(t.to(real.device) for t in self._reference)  # type: ignore[assignment]
+        device = real.device if real is not None else device
+        if device is not None and self._reference[0].device != device:
+            self._reference = tuple(t.to(device) for t in self._reference)  # type: ignore[assignment]
         return self._reference
 
-    def weighted_form(self, reference: torch.Tensor) -> WeightedLoss:
-        """FD of the weighted candidates to the statistics of ``reference`` (the ``batch`` population's FD)."""
-        mu_ref, cov_ref = linalg.mean_cov(reference.detach())
-        sqrt_ref = linalg.psd_sqrt(cov_ref)
+    def weighted_form(self, reference: Optional[torch.Tensor]) -> WeightedLoss:
+        """FD of the weighted candidates to the statistics of ``reference`` (the ``batch`` population's FD), or to
+        the statistics file when ``reference_stats`` is set."""
+        if self.reference_file is not None:
+            if reference is not None:
+                self._check_dim(reference)
+            mu_ref, cov_ref, sqrt_ref = self.reference(None)
+        else:
+            mu_ref, cov_ref = linalg.mean_cov(reference.detach())
+            sqrt_ref = linalg.psd_sqrt(cov_ref)
         return lambda x, w: weighted_frechet(x, w, mu_ref, cov_ref, sqrt_ref)
 
     def population_moments(self, fake: torch.Tensor) -> PopulationMoments:
@@ -153,9 +200,11 @@ class FrechetDistance(Objective):
         assert self.population is not None
         return self.population.moments(fake, need_samples=self.population_mode == "queue")
 
-    def forward(self, fake: torch.Tensor, real: torch.Tensor) -> LossOutput:
-        self.check_features(fake, real)
-        mu_ref, cov_ref, sqrt_ref = self.reference(real)
+    def forward(self, fake: torch.Tensor, real: Optional[torch.Tensor] = None) -> LossOutput:
+        if real is not None:
+            self.check_features(fake, real)
+        self._check_dim(fake)
+        mu_ref, cov_ref, sqrt_ref = self.reference(real, fake.device)
         if self.population is None:
             value = frechet_loss(fake, mu_ref, cov_ref, sqrt_ref)
             size = fake.shape[0]

@@ -1,4 +1,12 @@
-"""``inception``: the FID network (TF Inception 2015-12-05 ported to PyTorch), pool3 2048-d features.
+"""``inception``: the FID network (TF Inception 2015-12-05 ported to PyTorch), pool3 2048-d features; and two
+more readouts of the same network and weights file:
+
+* ``inception_logits`` -- the 1008 class logits the Inception Score is computed from (the IS convention of the
+  original implementation and the ADM evaluator: ``pool3 @ W`` with the graph's ``softmax/logits`` weights and
+  *no* bias; ``W`` is the ``fc.weight`` of the weights file);
+* ``inception_sfid`` -- the sFID features of the ADM evaluator: the first 7 channels of ``mixed_6/conv`` (the
+  1x1 branch of ``Mixed_6d``, after its ReLU), a 17x17x7 map flattened in NHWC order (2023-d), so the FD in this
+  space is sFID and ADM reference batches' ``mu_s``/``sigma_s`` apply to it.
 
 The architecture is pytorch-fid's FID variant of torchvision's Inception-v3 (its patched Mixed blocks
 reproduce the TF graph's pooling quirks), loaded from ``pt_inception-2015-12-05-6726825d.pth`` — the
@@ -55,6 +63,13 @@ def build_fid_inception(seed: int = 0) -> nn.Module:
         net.Mixed_7b = fid.FIDInceptionE_1(1280)
         net.Mixed_7c = fid.FIDInceptionE_2(2048)
     return net
+
+
+def inception_preprocessing(layer: str) -> Preprocessing:
+    """The FID input convention (299 px, TF1 bilinear, [-1, 1]) read out at ``layer``."""
+    return Preprocessing(
+        size=299, resize="tf1_bilinear", antialias=False, channels=3, mean=(0.5,) * 3, std=(0.5,) * 3, layer=layer
+    )
 
 
 POOL3_PATH = (
@@ -132,6 +147,39 @@ class FIDInception(FeatureSpace):
             "preprocessing": cls.preprocessing,
             "weights": f"torch hub checkpoints/{FID_WEIGHTS_FILE} (pytorch-fid release) or weights=",
         }
+
+
+IS_CLASSES = 1008  # the TF graph's softmax: 1000 ImageNet classes + 8 unused
+SFID_CHANNELS, SFID_SIDE = 7, 17
+SFID_TRUNK = POOL3_PATH[: POOL3_PATH.index("Mixed_6d")]  # up to the 17x17 input of Mixed_6d
+
+
+@register_feature_space("inception_logits")
+class FIDInceptionLogits(FIDInception):
+    """FID Inception-v3 class logits (1008, no bias: the Inception Score convention); same weights as ``inception``."""
+
+    dim = IS_CLASSES
+    preprocessing = inception_preprocessing("logits = pool3 @ fc.weight^T (softmax/logits/MatMul, no bias), 1008-d")
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        pool3 = super().encode(x).flatten(1)  # (N, 2048)
+        return pool3 @ self.net.fc.weight.T  # (N, 1008)
+
+
+@register_feature_space("inception_sfid")
+class FIDInceptionSpatial(FIDInception):
+    """sFID features: first 7 channels of ``mixed_6/conv`` (``Mixed_6d.branch1x1``), 17x17x7 NHWC = 2023-d."""
+
+    dim = SFID_SIDE * SFID_SIDE * SFID_CHANNELS
+    preprocessing = inception_preprocessing(
+        "mixed_6/conv (Mixed_6d.branch1x1 after ReLU)[..., :7], 17x17x7 flattened NHWC, 2023-d"
+    )
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        for name in SFID_TRUNK:
+            x = getattr(self.net, name)(x)
+        spatial = self.net.Mixed_6d.branch1x1(x)[:, :SFID_CHANNELS]  # (N, 7, 17, 17)
+        return spatial.permute(0, 2, 3, 1).flatten(1)  # (N, 17*17*7) in the TF graph's NHWC order
 
 
 def _load_file(path) -> dict:
