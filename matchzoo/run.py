@@ -31,7 +31,7 @@ from matchzoo.errors import MatchzooError
 from matchzoo.spaces.resolve import check_weights, configured_requests
 from matchzoo.tracking import Tracker, TrackingError, summary_params
 from matchzoo.train import callbacks as callback_factories
-from matchzoo.train import checkpoint, distributed
+from matchzoo.train import checkpoint, distributed, init_from
 from matchzoo.train.callbacks import Checkpointer, Evaluator, MetricLogger, RunContext
 from matchzoo.train.settings import Schedule, TrainSettings
 from matchzoo.train.terms import objective_name
@@ -63,7 +63,7 @@ def _run_experiment(
 ) -> str:
     files = parse(gin_files, gin_params)
     settings = build_settings()
-    trainer = Trainer(settings)
+    trainer = Trainer(settings, resuming=continues_a_run(resume, settings))
     run_dir = Path(
         distributed.broadcast_object(str(resume or settings.tracking.run_dir or default_run_dir(settings, files)))
     )
@@ -75,6 +75,13 @@ def _run_experiment(
         return _train(trainer, RunConfig(files, list(gin_params), config.record()), plans, tags, run_dir)
     finally:
         lock.release()
+
+
+def continues_a_run(resume: Optional[str], settings: TrainSettings) -> bool:
+    """Whether this run continues from a checkpoint (``--resume``, or a ``train.run_dir`` that holds one): its
+    weights then come from the checkpoint and ``train.init_from`` is not read again."""
+    folder = resume or settings.tracking.run_dir
+    return folder is not None and (Path(folder) / checkpoint.FILENAME).is_file()
 
 
 def parse(gin_files: Sequence[str], gin_params: Sequence[str]) -> list[Path]:
@@ -180,6 +187,8 @@ def _train(trainer: Trainer, run_config: RunConfig, plans: CallbackPlans, tags: 
     if not trainer.dist.is_main:  # other ranks train; rank 0 alone logs, evaluates and checkpoints
         return _run_worker(trainer)
     tags = run_tags(settings, run_config.files, run_dir, tags)
+    if trainer.init_from_sha256 is not None:  # the weights file this run started from (train.init_from)
+        tags[init_from.SHA_TAG] = trainer.init_from_sha256
     tracker = start_tracking(settings, tags, run_dir, previous, changes, run_config.record, trainer.step)
     fields = {**run_config.checkpoint_fields(trainer.dist.world_size), "mlflow_run_id": tracker.run_id}
     checkpointer, evaluator, logger = callbacks(plans, settings, tracker, run_dir, fields, previous, trainer.step)
@@ -343,9 +352,25 @@ RESUMABLE_CHANGES = RESUMABLE_CADENCE | frozenset(
         "compile_spaces",
         "tf32",
         "run_name",
+        "init_from",  # read only before step 0: a resumed run's weights come from its checkpoint
     )
 )
 NOT_A_CHANGE = frozenset({"train.run_dir"})  # --resume names the folder; the binding is moot then
+
+
+# train.steps may change on resume, but not under a schedule whose shape depends on it (the cosine spans train.steps)
+STEPS_DEPENDENT_SCHEDULES = frozenset({"warmup_cosine"})
+
+
+def refuse_schedule_stretch(stored: dict, current: dict, run_dir: Path) -> None:
+    schedule = current.get("train.lr_schedule")
+    name = getattr(schedule, "name", None)
+    if name in STEPS_DEPENDENT_SCHEDULES and stored.get("train.steps") != current.get("train.steps"):
+        raise MatchzooError(
+            f"--resume {run_dir}: train.steps changes ({stored.get('train.steps')} -> {current.get('train.steps')}) "
+            f"but train.lr_schedule = @{name} spans train.steps; resume with train.steps = "
+            f"{stored.get('train.steps')}, or start a new run"
+        )
 
 
 def resume_changes(previous: dict, operative: str, run_dir: Path) -> dict[str, tuple[str, str]]:
@@ -356,6 +381,7 @@ def resume_changes(previous: dict, operative: str, run_dir: Path) -> dict[str, t
         return {}
     stored = stored_config.config_entries(stored_text, f"checkpoint {run_dir / checkpoint.FILENAME}")
     current = stored_config.config_entries(operative, "this config")
+    refuse_schedule_stretch(stored, current, run_dir)
     missing = object()
     differing = {
         key: (stored.get(key, missing), current.get(key, missing))
@@ -386,6 +412,16 @@ def resume_changes(previous: dict, operative: str, run_dir: Path) -> dict[str, t
 # became configurables), at the value they had then
 ADDED_DEFAULTS = {
     "adam.weight_decay": 0.0,
+    # labels, post-training and the training recipe (issue 13), at the values that reproduce the runs before them
+    "train.label_sampling": "data",
+    "train.class_matched_real": False,
+    "train.init_from": None,
+    "train.grad_clip_norm": None,
+    "train.precision": "fp32",
+    "train.lr_schedule": config.GinReference("constant_lr", evaluate=False),  # the default is not written out
+    "mlp.num_classes": 0,
+    "npz.labels_key": "labels",  # an unconditional generator ignores a dataset's labels: the same run as before
+    "image_folder.labels": True,
     # the callbacks became configurables (unset: the train.* value)
     **{
         f"{callback}.{name}": None
@@ -459,6 +495,11 @@ def summarize(evaluator: Evaluator, run_id: str, run_dir: Path) -> None:
         before = first.get(key)
         change = f"  (step {first_step}: {before:.4g}, {100 * (last[key] - before) / before:+.1f}%)" if before else ""
         print(f"  {key:<32} {last[key]:.4g}{change}")
+    for decay, metrics in evaluator.other_emas.items():  # train.ema_decay with several decays: FDr^k of each
+        if keys.FDRK in metrics:
+            print(f"  {keys.ema_key(decay, keys.FDRK):<32} {metrics[keys.FDRK]:.4g}")
+    if evaluator.best_ema_decay is not None:
+        print(f"  best EMA decay by {keys.FDRK}: {evaluator.best_ema_decay:g}")
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:

@@ -24,6 +24,15 @@ BASE = [
     "train.progress = False",
     "--gin_param",
     "train.batch_size = 64",
+    # the training recipe resumes too: schedule state, every EMA, clipping
+    "--gin_param",
+    "train.lr_schedule = @warmup_cosine",
+    "--gin_param",
+    "warmup_cosine.warmup_steps = 10",
+    "--gin_param",
+    "train.ema_decay = (0.99, 0.9)",
+    "--gin_param",
+    "train.grad_clip_norm = 0.5",
 ]
 
 
@@ -73,6 +82,9 @@ def test_kill_and_resume_equals_uninterrupted(isolated_runs):
     assert resumed_payload["step"] == full_payload["step"] == 60
     for key, tensor in full_payload["generator_ema"].items():
         torch.testing.assert_close(resumed_payload["generator_ema"][key], tensor, rtol=1e-5, atol=1e-6)
+    for key, tensor in full_payload["generator_emas"]["0.9"].items():
+        torch.testing.assert_close(resumed_payload["generator_emas"]["0.9"][key], tensor, rtol=1e-5, atol=1e-6)
+    assert resumed_payload["lr_schedule"] == full_payload["lr_schedule"]
     for key, value in full_run.data.metrics.items():
         if key.startswith("eval/"):
             assert resumed_run.data.metrics[key] == pytest.approx(value, rel=1e-5), key

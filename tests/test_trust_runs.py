@@ -173,7 +173,7 @@ def test_unregistered_generator_names_are_refused(tmp_path, finished_run):
 def test_checkpoints_rebuild_from_spec_and_from_plain_stored_bindings(tmp_path, finished_run):
     assert finished_run["generator_spec"] == {
         "name": "mlp",
-        "kwargs": {"depth": 2, "image_shape": (1, 8, 8), "noise_dim": 32, "width": 256},
+        "kwargs": {"depth": 2, "image_shape": (1, 8, 8), "noise_dim": 32, "num_classes": 0, "width": 256},
     }
     checkpoint.save_atomic({k: v for k, v in finished_run.items() if k != "format"}, tmp_path / "new.pt")
     old_style = {k: v for k, v in finished_run.items() if k not in ("format", "generator_spec")}  # before specs existed

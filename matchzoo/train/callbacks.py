@@ -33,6 +33,8 @@ from matchzoo.tracking import Tracker, TrackingError
 from matchzoo.train import checkpoint
 from matchzoo.train.settings import Schedule
 
+BEST_EMA_DECAY_TAG = "best_ema_decay"  # the EMA decay with the lowest final FDr^k in a run with several
+
 
 @dataclass(frozen=True)
 class RunContext:
@@ -79,6 +81,12 @@ class Evaluator(Callback):
     Logs every quantity of the selected registered metrics as ``eval/<key>/<space>`` (default: those that
     run during training -- ``fd`` to the reference, ``fd_to_heldout``, and FDr with its parts), ``eval/fdr_k``,
     optional ``eval/stability/<space>`` for each training term, and a sample grid PNG.
+
+    Samples come from ``generator.sample(n, labels, generator=rng)`` with a fixed seed, so every evaluation sees
+    the same noise; a class-conditional generator gets class-balanced labels (``i % num_classes`` over all ``n``).
+    A run with several EMA decays (``train.ema_decay = (0.999, 0.9999)``) evaluates the others once, at the end,
+    under ``ema_<decay>/eval/...`` (:func:`matchzoo.keys.ema_key`), and tags the decay with the lowest FDr^k
+    (:data:`BEST_EMA_DECAY_TAG`).
     """
 
     def __init__(
@@ -101,6 +109,8 @@ class Evaluator(Callback):
         self.references: dict[str, SpaceReference] = {}
         self.last: dict[str, float] = {}
         self.history: list[tuple[int, dict[str, float]]] = []
+        self.other_emas: dict[float, dict[str, float]] = {}  # decay -> its final metrics (plain keys)
+        self.best_ema_decay: Optional[float] = None
 
     def on_start(self, trainer) -> None:
         """Reference factors are computed once per space; each evaluation then costs one eigvalsh per FD."""
@@ -120,25 +130,31 @@ class Evaluator(Callback):
     def on_end(self, trainer) -> None:
         if not self.history or self.history[-1][0] != trainer.step:
             self.evaluate(trainer)
+        self.evaluate_other_emas(trainer)
 
     @torch.no_grad()
-    def generate(self, trainer, n: int) -> torch.Tensor:
+    def generate(self, trainer, n: int, generator=None) -> torch.Tensor:
+        """``n`` samples of ``generator`` (default: the primary EMA generator), in chunks, from the fixed seed."""
         rng = torch.Generator().manual_seed(self.seed)
-        generator = trainer.ema.model
+        generator = trainer.ema.model if generator is None else generator
+        labels = generator.balanced_labels(n) if getattr(generator, "num_classes", 0) else None  # (n,) or None
         chunks = []
         chunk = self.context.feature_batch_size
         for start in range(0, n, chunk):
             size = min(chunk, n - start)
-            chunks.append(generator(generator.sample_noise(size, generator=rng).to(trainer.device)))
+            part = None if labels is None else labels[start : start + size]
+            chunks.append(generator.sample(size, labels=part, generator=rng))
         return torch.cat(chunks)
+
+    def features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        chunks = images.split(self.context.feature_batch_size)
+        with torch.no_grad():
+            return {space.name: torch.cat([space(chunk) for chunk in chunks]) for space in self.context.eval_spaces}
 
     def evaluate(self, trainer) -> dict[str, float]:
         n = self.samples or self.context.batch_size
         images = self.generate(trainer, n)
-        chunks = images.split(self.context.feature_batch_size)
-        with torch.no_grad():
-            features = {space.name: torch.cat([space(chunk) for chunk in chunks]) for space in self.context.eval_spaces}
-        metrics = self.score(features)
+        metrics = self.score(self.features(images))
         if self.stability_every and trainer.step % self.stability_every == 0:
             metrics.update(self.stability(trainer, images))
         self.last = metrics
@@ -147,6 +163,26 @@ class Evaluator(Callback):
             self.tracker.log_metrics(metrics, trainer.step)
             self.log_grid(images[:64], trainer.step)
         return metrics
+
+    def evaluate_other_emas(self, trainer) -> None:
+        """The final evaluation of every EMA besides the primary one, logged under ``ema_<decay>/...``; then the
+        decay with the lowest FDr^k (the primary's included) as the tag :data:`BEST_EMA_DECAY_TAG`."""
+        emas = getattr(trainer, "emas", [trainer.ema])
+        if len(emas) < 2:
+            return
+        n = self.samples or self.context.batch_size
+        for ema in emas[1:]:
+            metrics = self.score(self.features(self.generate(trainer, n, ema.model)))
+            self.other_emas[ema.decay] = metrics
+            if self.tracker is not None:
+                self.tracker.log_metrics({keys.ema_key(ema.decay, k): v for k, v in metrics.items()}, trainer.step)
+        scores = {emas[0].decay: self.last.get(keys.FDRK)}
+        scores.update({decay: metrics.get(keys.FDRK) for decay, metrics in self.other_emas.items()})
+        scores = {decay: score for decay, score in scores.items() if score is not None}
+        if scores:
+            self.best_ema_decay = min(scores, key=scores.get)
+            if self.tracker is not None:
+                self.tracker.set_tags({BEST_EMA_DECAY_TAG: f"{self.best_ema_decay:g}"})
 
     def score(self, features: dict[str, torch.Tensor]) -> dict[str, float]:
         """``eval/<key>/<space>`` of every selected metric and ``eval/fdr_k``, from generated ``(n, D)``

@@ -2,13 +2,19 @@
 
 One configurable (``train``) keeps every binding's name, so all of them land in the operative config and in
 the MLflow params; :class:`TrainSettings` splits them into the parts each consumer needs:
-:class:`ExperimentSetup` (what is matched: data, generator, terms, eval spaces, seed),
-:class:`Optimization` (steps, batch, optimiser, EMA), :class:`Schedule` (how often to evaluate, log,
-checkpoint), :class:`Runtime` (where and how fast it runs) and :class:`TrackingNames` (MLflow experiment,
-run name, run folder).
+:class:`ExperimentSetup` (what is matched: data, generator, terms, eval spaces, seed, labels, initial weights),
+:class:`Optimization` (steps, batch, optimiser, schedule, clipping, EMA decays, precision),
+:class:`Schedule` (how often to evaluate, log, checkpoint), :class:`Runtime` (where and how fast it runs)
+and :class:`TrackingNames` (MLflow experiment, run name, run folder).
 
 The generator is a factory (``train.generator = @mlp``) that is called after ``torch.manual_seed(train.seed)``,
-so its initial weights follow the seed and nothing but the seed.
+so its initial weights follow the seed and nothing but the seed -- or ``train.init_from``, a weights file the
+trainer loads into it before step 0 (:mod:`matchzoo.train.init_from`).
+
+Labels: a class-conditional generator (``num_classes > 0``) is trained on a labelled dataset; the fake batch's
+labels are drawn from the train split's label frequencies (``train.label_sampling = 'data'``) or uniformly
+(``'uniform'``), and ``train.class_matched_real = True`` gives every term a real minibatch with exactly the fake
+batch's labels (:mod:`matchzoo.train.labels`). An unconditional generator ignores the dataset's labels.
 """
 
 from __future__ import annotations
@@ -22,44 +28,63 @@ from typing import Any, Callable, Optional, Sequence
 import gin
 import torch
 
+from matchzoo import keys
 from matchzoo import validate as check
 from matchzoo.data.datasets import ImageDataset
 from matchzoo.errors import MatchzooError
 from matchzoo.generators.base import Generator
 from matchzoo.spaces.base import FeatureSpace
-from matchzoo.train import optim
+from matchzoo.train import lr_schedule, optim
+from matchzoo.train.lr_schedule import ScheduleFactory, check_schedule_factory, constant_lr
 from matchzoo.train.optim import OptimizerFactory, adam, check_optimizer_factory
 from matchzoo.train.terms import Term
 
 MAX_STEPS = 10**9  # more is a typo (1e12), not a run: it would never finish and overflows schedules
 MAX_BATCH = 2**20
 IMAGE_COPIES = 4  # a generated batch, its gradient, and both again resized for a space: a floor, not an estimate
+LABEL_SAMPLING = ("data", "uniform")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
 class ExperimentSetup:
-    """What is matched: the data, the generator, the loss terms, where it is evaluated, and the seed."""
+    """What is matched: the data, the generator, the loss terms, where it is evaluated, the seed, how the fake
+    batch's labels are drawn (``label_sampling``) and whether the real batch matches them (``class_matched_real``),
+    and the weights file the generator starts from (``init_from``, None: the seeded initialisation)."""
 
     dataset: ImageDataset
     generator: Generator
     terms: list[Term]
     eval_spaces: list[FeatureSpace]
     seed: int
+    label_sampling: str = "data"
+    class_matched_real: bool = False
+    init_from: Optional[str] = None
 
 
 @dataclass
 class Optimization:
-    """How the generator is trained: ``optimizer(parameters, lr=lr, betas=betas)``, then an EMA of its weights."""
+    """How the generator is trained: ``optimizer(parameters, lr=lr, betas=betas)`` under the learning-rate
+    schedule ``lr_schedule(optimizer, steps)``, gradients clipped to norm ``grad_clip_norm`` (None: not clipped),
+    the forward passes in ``precision`` ('fp32' or 'bf16' autocast), and an EMA of the weights per decay in
+    ``ema_decay`` (a tuple; the first is the primary one, evaluated during training and resumed as
+    ``generator_ema``)."""
 
     steps: int
     batch_size: int
     optimizer: OptimizerFactory
     lr: float
     betas: tuple[float, float]
-    ema_decay: float
+    ema_decay: tuple[float, ...]
+    lr_schedule: ScheduleFactory = constant_lr
+    grad_clip_norm: Optional[float] = None
+    precision: str = "fp32"
 
     def build_optimizer(self, parameters) -> torch.optim.Optimizer:
         return optim.build("train.optimizer", self.optimizer, parameters, self.lr, self.betas)
+
+    def build_schedule(self, optimizer: torch.optim.Optimizer):
+        return lr_schedule.build("train.lr_schedule", self.lr_schedule, optimizer, self.steps)
 
 
 @dataclass
@@ -108,8 +133,14 @@ class TrainSettings:
         optimizer: OptimizerFactory = adam,
         lr: float = 1e-3,
         betas: tuple = (0.5, 0.999),
-        ema_decay: float = 0.99,
+        ema_decay: Any = 0.99,
         seed: int = 0,
+        lr_schedule: ScheduleFactory = constant_lr,
+        grad_clip_norm: Optional[float] = None,
+        precision: str = "fp32",
+        label_sampling: str = "data",
+        class_matched_real: bool = False,
+        init_from: Optional[str] = None,
         device: str = "auto",
         eval_every: int = 250,
         eval_samples: Optional[int] = None,
@@ -131,8 +162,11 @@ class TrainSettings:
         )
         self.runtime = runtime(device, feature_batch_size, progress, tf32, compile_spaces, num_threads)
         self.tracking = TrackingNames(experiment, run_name, run_dir)
-        self.setup = setup(dataset, generator, terms, eval_spaces, seed)
-        self.optimization = optimization(steps, batch_size, optimizer, lr, betas, ema_decay, self.setup)
+        self.setup = setup(
+            dataset, generator, terms, eval_spaces, seed, labels(label_sampling, class_matched_real), init_from
+        )
+        recipe_options = recipe(lr_schedule, grad_clip_norm, precision)
+        self.optimization = optimization(steps, batch_size, optimizer, lr, betas, ema_decay, self.setup, recipe_options)
 
     def __getattr__(self, name: str) -> Any:
         """Flat reads (``settings.steps``) for code that still takes the whole settings, not its part."""
@@ -168,10 +202,31 @@ def runtime(device, feature_batch_size, progress, tf32, compile_spaces, num_thre
     )
 
 
-def setup(dataset, generator, terms, eval_spaces, seed) -> ExperimentSetup:
+def labels(label_sampling, class_matched_real) -> dict[str, Any]:
+    """``train.label_sampling`` and ``train.class_matched_real``, checked (their fit to the generator and the
+    dataset is checked once both exist, :func:`matchzoo.train.labels.check_labelled`)."""
+    return {
+        "label_sampling": check.choice("train.label_sampling", label_sampling, LABEL_SAMPLING),
+        "class_matched_real": check.instance("train.class_matched_real", class_matched_real, bool, "True or False"),
+    }
+
+
+def init_path(value) -> Optional[str]:
+    """``train.init_from``: None or a path string (its suffix and existence are checked when it is loaded)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise MatchzooError(
+            f"train.init_from must be a path such as '/models/base.safetensors' (or .pt) or None, got {value!r}"
+        )
+    return value
+
+
+def setup(dataset, generator, terms, eval_spaces, seed, label_options=None, init_from=None) -> ExperimentSetup:
     """Seeds the global RNG, then builds the factories in the order the shipped configs bind them (generator,
     terms, eval spaces), so every random initialisation follows ``train.seed`` and nothing else."""
     dataset = check.instance("train.dataset", dataset, ImageDataset, "a dataset such as @digits()")
+    init_from = init_path(init_from)
     check.instances("train.terms", terms, object, "loss terms", TERMS_EXAMPLE)  # a list, no strings in it
     check.instances("train.eval_spaces", eval_spaces, object, "feature spaces", SPACES_EXAMPLE)
     if not terms:
@@ -193,7 +248,9 @@ def setup(dataset, generator, terms, eval_spaces, seed) -> ExperimentSetup:
         "feature spaces",
         SPACES_EXAMPLE,
     )
-    return ExperimentSetup(dataset, built_generator, built_terms, built_spaces, seed)
+    return ExperimentSetup(
+        dataset, built_generator, built_terms, built_spaces, seed, **(label_options or {}), init_from=init_from
+    )
 
 
 TERMS_EXAMPLE, SPACES_EXAMPLE = "[@term]", "[@pixels, @digits_ssl]"
@@ -238,7 +295,43 @@ def build_generator(factory: Callable[[], Generator]) -> Generator:
     )
 
 
-def optimization(steps, batch_size, optimizer, lr, betas, ema_decay, setup: ExperimentSetup) -> Optimization:
+def recipe(lr_schedule, grad_clip_norm, precision) -> dict[str, Any]:
+    """The training recipe beyond the optimiser: schedule factory, gradient clipping, autocast precision."""
+    return {
+        "lr_schedule": check_schedule_factory("train.lr_schedule", lr_schedule),
+        "grad_clip_norm": (
+            None if grad_clip_norm is None else check.positive_real("train.grad_clip_norm", grad_clip_norm)
+        ),
+        "precision": check.choice("train.precision", precision, PRECISIONS),
+    }
+
+
+def ema_decays(value) -> tuple[float, ...]:
+    """``train.ema_decay``: one decay or a tuple of distinct ones, each in [0, 1) (1 would never follow the
+    generator); the first is the primary EMA."""
+    if isinstance(value, (tuple, list)):
+        if not value:
+            raise MatchzooError("train.ema_decay is empty; give a decay such as 0.999 or a tuple (0.999, 0.9999)")
+        decays = tuple(check.fraction(f"train.ema_decay[{i}]", d, open_high=True) for i, d in enumerate(value))
+    else:
+        decays = (check.fraction("train.ema_decay", value, open_high=True),)
+    repeated = sorted({d for d in decays if decays.count(d) > 1})
+    if repeated:
+        raise MatchzooError(f"train.ema_decay lists {repeated[0]:g} more than once; give each decay once")
+    names = [keys.ema_key(d, "") for d in decays]  # metric keys round to 6 significant digits
+    clash = next((d for d, name in zip(decays, names) if names.count(name) > 1), None)
+    if clash is not None:
+        others = [d for d, name in zip(decays, names) if name == keys.ema_key(clash, "")]
+        raise MatchzooError(
+            f"train.ema_decay: {others[0]!r} and {others[1]!r} share the metric prefix {keys.ema_key(clash, '')!r}; "
+            f"give decays that differ in their first 6 significant digits"
+        )
+    return decays
+
+
+def optimization(
+    steps, batch_size, optimizer, lr, betas, ema_decay, setup: ExperimentSetup, recipe_options=None
+) -> Optimization:
     return Optimization(
         steps=check.positive_int("train.steps", steps, MAX_STEPS),
         batch_size=batch_size_checked(batch_size, setup),
@@ -246,8 +339,9 @@ def optimization(steps, batch_size, optimizer, lr, betas, ema_decay, setup: Expe
         lr=check.positive_real("train.lr", lr),
         # Adam needs each beta in [0, 1): beta = 1 never forgets its first moment
         betas=check.pair("train.betas", betas, check.fraction, False, True),
-        ema_decay=check.fraction("train.ema_decay", ema_decay, open_high=True),
-    )  # 1 would never follow the generator
+        ema_decay=ema_decays(ema_decay),
+        **(recipe_options or {}),
+    )
 
 
 def batch_size_checked(value, setup: ExperimentSetup) -> int:

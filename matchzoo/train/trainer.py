@@ -1,10 +1,17 @@
 """The shared training loop: one generator, a weighted sum of (space, objective) terms, an optimiser, EMA.
 
+One step: noise (and, for a class-conditional generator, labels: :mod:`matchzoo.train.labels`) -> generator ->
+every term's space -> objective against a real minibatch -> backward -> gradient norm (clipped to
+``train.grad_clip_norm`` when set) -> optimiser step -> learning-rate schedule step -> every EMA. With
+``train.precision = 'bf16'`` the generator and the spaces run under ``torch.autocast`` (bfloat16); features
+are cast back to float32 before the objectives, whose statistics stay float32/float64.
+
 Everything else -- evaluation, checkpoints, MLflow -- is a callback (:mod:`matchzoo.train.callbacks`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any, Optional, Sequence
 
@@ -14,10 +21,13 @@ from tqdm.auto import tqdm
 from matchzoo import keys, signals
 from matchzoo.errors import MatchzooError
 from matchzoo.generators.base import check_generator_output
-from matchzoo.train import distributed
+from matchzoo.train import distributed, init_from
 from matchzoo.train.ema import EMA
 from matchzoo.train.features import RealFeatures
+from matchzoo.train.labels import LabelSource
 from matchzoo.train.settings import Runtime, TrainSettings
+
+TRAIN_LR, TRAIN_GRAD_NORM = "train/lr", "train/grad_norm"  # the learning rate of the step, the gradient norm
 
 
 class NonFiniteError(MatchzooError):
@@ -46,7 +56,10 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 
 class Trainer:
-    def __init__(self, settings: TrainSettings, callbacks: Sequence[Any] = ()):
+    """``resuming``: the run continues from a checkpoint loaded right after (:meth:`load_state_dict`), so
+    ``train.init_from`` is not read (the checkpoint's weights win)."""
+
+    def __init__(self, settings: TrainSettings, callbacks: Sequence[Any] = (), resuming: bool = False):
         self.settings = settings
         setup, optimization, runtime = settings.setup, settings.optimization, settings.runtime
         self.dist = distributed.init_from_env(
@@ -59,7 +72,11 @@ class Trainer:
                 f"divisible by the {self.dist.world_size} processes"
             )
         self.local_batch = optimization.batch_size // self.dist.world_size
+        self.labels = LabelSource(setup.generator, setup.dataset, setup.label_sampling, setup.class_matched_real)
         self.generator = setup.generator.to(self.device)
+        self.init_from_sha256: Optional[str] = None  # SHA-256 of the train.init_from file loaded by this process
+        if setup.init_from is not None and not resuming:
+            self.init_from_sha256 = init_from.load_into(self.generator, setup.init_from)
         self.model = self.generator
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -72,8 +89,11 @@ class Trainer:
             term.space.to(self.device)
             term.objective.to(self.device)
         self.optimizer = optimization.build_optimizer(self.generator.parameters())
+        self.schedule = optimization.build_schedule(self.optimizer)
+        self.grad_clip_norm, self.precision = optimization.grad_clip_norm, optimization.precision
         self.critic_optimizers: list = [None] * len(self.terms)  # built in prepare(), once the reference is known
-        self.ema = EMA(self.generator, optimization.ema_decay)
+        self.emas = [EMA(self.generator, decay) for decay in optimization.ema_decay]
+        self.ema = self.emas[0]  # the primary EMA: evaluated during training, `generator_ema` in the checkpoint
         # per-rank noise and real minibatches; the global RNG (objectives' own randomness) is identical on all ranks
         self.noise_rng = torch.Generator().manual_seed(setup.seed + 1 + 1000 * self.dist.rank)
         self.real_rng = torch.Generator().manual_seed(setup.seed + 2 + 1000 * self.dist.rank)
@@ -110,24 +130,52 @@ class Trainer:
             term.objective.prepare_reference(self.real.train(term.space))
         self.critic_optimizers = [self._critic_optimizer(term.objective) for term in self.terms]
 
-    def sample_real(self, term) -> torch.Tensor:
-        """A global real minibatch: each rank draws its shard, all ranks see the concatenation."""
+    def sample_real(self, term, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """A global real minibatch: each rank draws its shard, all ranks see the concatenation. With
+        ``train.class_matched_real`` item i of the shard has class ``labels[i]`` (the local fake labels)."""
         pool = self.real.train(term.space)
-        index = torch.randint(pool.shape[0], (self.local_batch,), generator=self.real_rng)
+        if labels is not None and self.labels.class_matched:
+            index = self.labels.real_indices(labels, self.real_rng)
+        else:
+            index = torch.randint(pool.shape[0], (self.local_batch,), generator=self.real_rng)
         return distributed.gather(pool[index.to(pool.device)])
 
-    def train_step(self) -> dict[str, float]:
+    def autocast(self):
+        """bfloat16 autocast on the trainer's device for ``train.precision = 'bf16'``; nothing for 'fp32'."""
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def sample_inputs(self) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The local noise and (for a class-conditional generator) labels of one step, from the noise RNG."""
         noise = self.generator.sample_noise(self.local_batch, generator=self.noise_rng).to(self.device)
-        images = self.model(noise)
+        return noise, self.labels.fake(self.generator, self.local_batch, self.noise_rng)
+
+    def generate(self, noise: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
+        with self.autocast():
+            return self.model(noise) if labels is None else self.model(noise, labels.to(self.device))
+
+    def features(self, term, images: torch.Tensor) -> torch.Tensor:
+        """The global ``(B_global, D)`` features of a term, gradient to the local shard; autocast's bfloat16
+        features become float32 before any objective sees them (other dtypes pass unchanged)."""
+        with self.autocast():
+            local = term.space(images)
+        if local.dtype in (torch.bfloat16, torch.float16):
+            local = local.float()
+        return distributed.gather_with_grad(local)
+
+    def train_step(self) -> dict[str, float]:
+        noise, labels = self.sample_inputs()
+        images = self.generate(noise, labels)
         if self.step == 0:
             check_generator_output(images, self.real.image_shape, type(self.generator).__name__)
         total = torch.zeros((), device=self.device)
         logs: dict[str, float] = {}
         for term, critic_optimizer in zip(self.terms, self.critic_optimizers):
-            fake = distributed.gather_with_grad(term.space(images))  # (B_global, D), grad to the local shard
+            fake = self.features(term, images)
             if critic_optimizer is not None:
-                logs.update(self.critic_update(term, critic_optimizer, fake.detach()))
-            out = term.objective(fake, self.sample_real(term))
+                logs.update(self.critic_update(term, critic_optimizer, fake.detach(), labels))
+            out = term.objective(fake, self.sample_real(term, labels))
             if not torch.isfinite(out.loss):
                 raise NonFiniteError(
                     f"loss of term {term.name} (objective {type(term.objective).__name__}, space "
@@ -137,23 +185,44 @@ class Trainer:
             logs.update({keys.train_key(term.name, key): value for key, value in out.logs.items()})
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
-        self._check_gradients()
+        logs[TRAIN_GRAD_NORM] = self._clip_gradients()
+        logs[TRAIN_LR] = float(self.optimizer.param_groups[0]["lr"])
         self.optimizer.step()
-        self.ema.update(self.generator)
+        self.schedule.step()
+        for ema in self.emas:
+            ema.update(self.generator)
         self.step += 1
         logs[keys.TRAIN_LOSS] = float(total.detach())
         return logs
 
-    def critic_update(self, term, optimizer: torch.optim.Optimizer, fake: torch.Tensor) -> dict[str, float]:
+    def critic_update(
+        self, term, optimizer: torch.optim.Optimizer, fake: torch.Tensor, labels: Optional[torch.Tensor] = None
+    ) -> dict[str, float]:
         logs: dict[str, float] = {}
         for _ in range(max(1, term.objective.critic_steps)):
-            out = term.objective.critic_loss(fake, self.sample_real(term))
+            out = term.objective.critic_loss(fake, self.sample_real(term, labels))
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             optimizer.step()
             term.objective.after_critic_step()
             logs = {keys.train_key(term.name, f"critic/{key}"): value for key, value in out.logs.items()}
         return logs
+
+    def _clip_gradients(self) -> float:
+        """The global L2 norm of the generator's gradients (before clipping); gradients scaled to at most
+        ``train.grad_clip_norm`` when set (``torch.nn.utils.clip_grad_norm_``, in its two halves so a NaN is
+        named before it would spread). One norm replaces a finiteness check per parameter."""
+        params = [param for param in self.generator.parameters() if param.grad is not None]
+        norm = torch.nn.utils.get_total_norm([param.grad for param in params])
+        if not torch.isfinite(norm):
+            self._check_gradients()
+            raise NonFiniteError(
+                f"the generator's gradient norm overflows to {float(norm)} at step {self.step + 1} (every gradient "
+                f"is finite); lower train.lr or the loss weights"
+            )
+        if self.grad_clip_norm is not None:
+            torch.nn.utils.clip_grads_with_norm_(params, self.grad_clip_norm, norm)
+        return float(norm)
 
     def _check_gradients(self) -> None:
         for name, param in self.generator.named_parameters():
@@ -192,7 +261,9 @@ class Trainer:
             "step": self.step,
             "generator": self.generator.state_dict(),
             "generator_ema": self.ema.model.state_dict(),
+            "generator_emas": {str(ema.decay): ema.model.state_dict() for ema in self.emas[1:]},
             "optimizer": self.optimizer.state_dict(),
+            "lr_schedule": self.schedule.state_dict(),
             "objectives": [term.objective.state_dict() for term in self.terms],
             "critic_optimizers": [opt.state_dict() if opt is not None else {} for opt in self.critic_optimizers],
             "rng": {
@@ -207,7 +278,10 @@ class Trainer:
         try:
             self.generator.load_state_dict(state["generator"])
             self.ema.model.load_state_dict(state["generator_ema"])
+            self._load_other_emas(state.get("generator_emas", {}))  # checkpoints from before several EMAs: {}
             self.optimizer.load_state_dict(state["optimizer"])
+            if "lr_schedule" in state:  # older checkpoints ran without a schedule (constant_lr: nothing to restore)
+                self.schedule.load_state_dict(state["lr_schedule"])
             if len(state["objectives"]) != len(self.terms):
                 raise ValueError(f"checkpoint has {len(state['objectives'])} terms, the config {len(self.terms)}")
             for term, objective_state, opt, opt_state in zip(
@@ -224,3 +298,13 @@ class Trainer:
         if state["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.step = int(state["step"])
+
+    def _load_other_emas(self, stored: dict[str, Any]) -> None:
+        expected = [str(ema.decay) for ema in self.emas[1:]]
+        if sorted(stored) != sorted(expected):
+            raise ValueError(
+                f"checkpoint keeps EMA decays {sorted(stored) or 'none'} besides the primary one, the config "
+                f"{sorted(expected) or 'none'}"
+            )
+        for ema in self.emas[1:]:
+            ema.model.load_state_dict(stored[str(ema.decay)])

@@ -1,0 +1,130 @@
+"""``train.init_from``: start training from a weights file instead of the seeded initialisation (post-training).
+
+The file is read as data, never code: ``.safetensors`` with the ``safetensors`` library, ``.pt``/``.pth``/``.bin``
+with ``torch.load(weights_only=True)``. It holds a state dict (parameter name -> tensor) or a matchzoo checkpoint,
+whose EMA generator (``generator_ema``, the weights a run evaluates) is taken. The weights load *strictly* into
+``generator.weights_module()``: a missing or unexpected name, or a shape that differs, is one line naming up to
+five of them with the counts, never a partial load.
+
+The trainer applies it once, after the seeded build and before step 0 (so the EMA starts from the same
+weights); a resumed run takes its weights from its checkpoint and does not read the file again. The file's
+SHA-256 goes into the run (tag ``init_from_sha256``), so a run names exactly what it started from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from matchzoo.errors import MatchzooError
+from matchzoo.train.checkpoint import FORMAT as CHECKPOINT_FORMAT
+
+SHA_TAG = "init_from_sha256"  # MLflow tag with the SHA-256 of the file a run started from
+SAFETENSORS = (".safetensors",)
+TORCH_FILES = (".pt", ".pth", ".bin")
+SHOWN = 5
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict stored in ``path`` (on the CPU), or a one-line error naming the file and the fix."""
+    file = Path(path)
+    suffix = file.suffix.lower()
+    if suffix not in SAFETENSORS + TORCH_FILES:
+        raise MatchzooError(
+            f"train.init_from = {str(path)!r}: unknown weights format {suffix or '(no suffix)'!r}; "
+            f"give a .safetensors or a .pt file (torch.save of a state dict)"
+        )
+    if not file.is_file():
+        raise MatchzooError(f"train.init_from = {str(path)!r}: no such file; give the path of the generator's weights")
+    if suffix in SAFETENSORS:
+        payload = _read_safetensors(file)
+    else:
+        try:
+            payload = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch raises RuntimeError/UnpicklingError/EOFError/... on corrupt files
+            raise MatchzooError(
+                f"train.init_from = {str(path)!r} is corrupt or not a weights-only torch file "
+                f"({type(error).__name__}); save the generator with torch.save(model.state_dict(), path)"
+            ) from None
+    return state_dict_of(payload, str(path))
+
+
+def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(file), device="cpu")
+    except Exception as error:  # SafetensorError, OSError, ... on a truncated or foreign file
+        raise MatchzooError(
+            f"train.init_from = {str(file)!r} is corrupt or not a safetensors file "
+            f"({type(error).__name__}: {str(error).splitlines()[0][:120] if str(error) else ''})"
+        ) from None
+
+
+def state_dict_of(payload, source: str) -> dict[str, torch.Tensor]:
+    """A plain state dict, or the EMA generator of a matchzoo checkpoint."""
+    if isinstance(payload, Mapping) and payload.get("format") == CHECKPOINT_FORMAT:
+        if not isinstance(payload.get("generator_ema"), Mapping):
+            raise MatchzooError(f"train.init_from = {source!r}: this matchzoo checkpoint has no generator_ema")
+        payload = payload["generator_ema"]
+    if not isinstance(payload, Mapping) or not payload:
+        raise MatchzooError(
+            f"train.init_from = {source!r} holds {type(payload).__name__}, not a state dict (name -> tensor); "
+            f"save it with torch.save(model.state_dict(), path)"
+        )
+    nested = [str(key) for key, value in payload.items() if not isinstance(value, torch.Tensor)]
+    if nested:
+        raise MatchzooError(
+            f"train.init_from = {source!r} is not a flat state dict: {_names(nested)} hold no tensor "
+            f"({len(nested)} entries); save the generator's own state_dict()"
+        )
+    return dict(payload)
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(names[:SHOWN])
+    return shown + (f", ... ({len(names) - SHOWN} more)" if len(names) > SHOWN else "")
+
+
+def check_matches(module: nn.Module, weights: Mapping[str, torch.Tensor], source: str) -> None:
+    """Every name of ``module``'s state dict present with its shape, and nothing else; else one line."""
+    expected = module.state_dict()
+    missing = [name for name in expected if name not in weights]
+    unexpected = [name for name in weights if name not in expected]
+    reshaped = [
+        f"{name} {tuple(weights[name].shape)} vs {tuple(tensor.shape)}"
+        for name, tensor in expected.items()
+        if name in weights and tuple(weights[name].shape) != tuple(tensor.shape)
+    ]
+    problems = [
+        f"{len(found)} {what} ({_names(found)})"
+        for what, found in (("missing", missing), ("unexpected", unexpected), ("with another shape", reshaped))
+        if found
+    ]
+    if problems:
+        raise MatchzooError(
+            f"train.init_from = {source!r} does not fit the configured generator ({type(module).__name__}, "
+            f"{len(expected)} tensors): {'; '.join(problems)}; configure the generator the weights were saved from"
+        )
+
+
+def load_into(generator, path: str) -> str:
+    """Load ``path`` strictly into ``generator.weights_module()``; returns the file's SHA-256."""
+    weights = read_weights(path)
+    module = generator.weights_module() if hasattr(generator, "weights_module") else generator
+    check_matches(module, weights, path)
+    with torch.no_grad():
+        module.load_state_dict(weights, strict=True)
+    return sha256(Path(path))
