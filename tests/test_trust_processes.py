@@ -419,5 +419,6 @@ def test_readme_offline_example_shows_the_weights_line(empty_caches, capsys, mon
     monkeypatch.chdir(empty_caches)
     code = run_main(["--gin", str(REPO / "gin" / "sinkhorn_dino.gin")])
     errors = error_lines(capsys)
-    assert code == 2 and len(errors) == 1 and "no pretrained weights for 3 spaces" in errors[0], errors
+    assert code == 2 and len(errors) == 1 and "no pretrained weights for 4 models" in errors[0], errors
     assert all(f"{name}.weights" in errors[0] for name in SINKHORN_DINO_SPACES)
+    assert "latent.vae_weights" in errors[0]  # the SD-VAE decoder of the latent generator

@@ -203,14 +203,16 @@ def host_reachable(host: str, port: int, timeout: float = 3.0) -> bool:
 
 @dataclass(frozen=True)
 class WeightsRequest:
-    """The weights a run needs for one space: its registry name, its ``weights``/``pretrained`` settings,
-    and ``setting``, how the user names that space's ``weights`` (``None``: the gin binding
+    """The weights a run needs for one space (or another registered component with pretrained weights, such as
+    the ``latent`` generator's VAE decoder): its registry name, its ``weights``/``pretrained`` settings, and
+    ``setting``, how the user names that space's ``weights`` (``None``: the gin binding
     ``<space>.weights = '/path/to/file'``; ``''``: no option, only the caches)."""
 
     space: str
     weights: Optional[str] = None
     pretrained: bool = True
     setting: Optional[str] = field(default=None, compare=False)  # the same weights asked twice are one request
+    location: Optional[WeightsLocation] = None  # where its options point (the VAE's repo); None: the default place
 
     def how_to(self, location: WeightsLocation) -> str:
         give = self.setting if self.setting is not None else f"{self.space}.weights = '/path/to/file'"
@@ -223,15 +225,18 @@ def check_weights(requests: Iterable[WeightsRequest]) -> dict[str, ResolvedWeigh
 
     Returns ``{space: ResolvedWeights}`` for the pretrained ones; raises one :class:`MissingWeightsError`
     naming every space whose weights are neither given, nor cached, nor downloadable, with where each was
-    looked for and how to provide it. Spaces without pretrained weights are skipped.
+    looked for and how to provide it. Spaces without pretrained weights are skipped. A generator with
+    pretrained weights (``latent``'s VAE decoder) is checked the same way, under its generator name.
     """
     from matchzoo.registry import FEATURE_SPACES
 
     resolved, missing = {}, []
     for request in dict.fromkeys(requests):  # a space used twice (train and eval) is reported once
-        locate = getattr(FEATURE_SPACES.get(request.space), "weights_location", None)
-        if locate is not None:
-            location = locate()
+        owner = weights_owner(request.space)
+        if owner is None and not _is_generator(request.space):
+            FEATURE_SPACES.get(request.space)  # an unknown space name: its one-line error (known names, closest)
+        if owner is not None:
+            location = request.location or owner.weights_location()
             resolved[request.space] = lookup_weights(location, request.weights, request.pretrained)
             if resolved[request.space].missing:
                 missing.append((request, location, resolved[request.space]))
@@ -252,7 +257,8 @@ def missing_weights_message(missing: list[tuple[WeightsRequest, WeightsLocation,
         reason = "" if shared else f"{resolved.missing}; "
         looked_in = "; ".join(resolved.looked_in) or "(nothing to look in)"
         entries.append(f"{location.model}: {reason}looked in: {looked_in}; {request.how_to(location)}")
-    header = f"no pretrained weights for {len(missing)} space{'s' if len(missing) > 1 else ''}"
+    noun = "space" if all(_is_space(request.space) for request, _, _ in missing) else "model"
+    header = f"no pretrained weights for {len(missing)} {noun}{'s' if len(missing) > 1 else ''}"
     header += f" and {shared}" if shared else ""
     return f"{header} (pretrained=False gives random weights): {' | '.join(entries)}"
 
@@ -265,17 +271,49 @@ def configured_requests(
     ``references``: ``(scope, name)`` of every ``@name()`` in the config (``config.referenced_configurables()``);
     ``query(binding, default)`` reads one binding (``config.query``).
     """
-    from matchzoo.registry import FEATURE_SPACES
-
     requests = []
     for scope, name in references:
-        if name not in FEATURE_SPACES or not hasattr(FEATURE_SPACES.get(name), "weights_location"):
-            continue  # not a feature space, or one without downloadable weights
-        weights, binding = _applied_binding(query, scope, name, "weights", None)
-        pretrained, _ = _applied_binding(query, scope, name, "pretrained", True)
-        if isinstance(weights, (str, type(None))):  # a macro or reference is only known once gin evaluates it
-            requests.append(WeightsRequest(name, weights, bool(pretrained), setting=f"{binding} = '/path/to/file'"))
+        owner = weights_owner(name)
+        if owner is None:
+            continue  # neither a feature space nor a generator with downloadable weights
+        weights_param, pretrained_param, *location_params = getattr(owner, "weights_options", WEIGHTS_OPTIONS)
+        weights, binding = _applied_binding(query, scope, name, weights_param, None)
+        pretrained, _ = _applied_binding(query, scope, name, pretrained_param, True)
+        options = {param: _applied_binding(query, scope, name, param, _UNSET)[0] for param in location_params}
+        options = {param: value for param, value in options.items() if value is not _UNSET}
+        # a macro or reference is only known once gin evaluates it
+        if isinstance(weights, (str, type(None))) and all(isinstance(v, (str, type(None))) for v in options.values()):
+            location = owner.weights_location(**options) if options else None
+            setting = f"{binding} = '/path/to/file'"
+            requests.append(WeightsRequest(name, weights, bool(pretrained), setting=setting, location=location))
     return requests
+
+
+WEIGHTS_OPTIONS = ("weights", "pretrained")  # a space's (weights file, pretrained) parameters
+
+
+def weights_owner(name: str) -> Any:
+    """The registered class ``name`` whose pretrained weights a run must find (a feature space, or a generator
+    such as ``latent``), or ``None``. Such a class has ``weights_location(**options)`` and, when its parameters
+    are not named ``weights``/``pretrained``, ``weights_options = (weights, pretrained, *location options)``."""
+    from matchzoo.registry import FEATURE_SPACES, GENERATORS
+
+    for registry in (FEATURE_SPACES, GENERATORS):
+        if name in registry and hasattr(registry.get(name), "weights_location"):
+            return registry.get(name)
+    return None
+
+
+def _is_generator(name: str) -> bool:
+    from matchzoo.registry import GENERATORS
+
+    return name in GENERATORS
+
+
+def _is_space(name: str) -> bool:
+    from matchzoo.registry import FEATURE_SPACES
+
+    return name in FEATURE_SPACES
 
 
 def option_requests(per_space: Mapping[str, Mapping[str, Any]]) -> list[WeightsRequest]:
