@@ -145,6 +145,13 @@ def add_dry_run(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_port(parser: argparse.ArgumentParser) -> None:
+    """``--port`` of a server command (``ui``, ``server``)."""
+    parser.add_argument(
+        "--port", type=check.option(check.integer, 1, 65535), default=5000, help="port on 127.0.0.1 (default 5000)"
+    )
+
+
 def add_progress(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no_progress", action="store_true", help="hide the tqdm bars (shown on stderr by default)")
 

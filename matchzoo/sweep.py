@@ -28,7 +28,16 @@ cell's bindings. Runs carry the tags ``sweep`` (the sweep name), ``sweep_cell`` 
 and makes sure are in the params ``1 objective`` / ``2 train_space`` (the UI's parallel-coordinates view plots
 params, not tags; see :mod:`matchzoo.tracking`). Running a sweep again skips cells that already have a
 FINISHED run, so an interrupted sweep resumes; a cell that raises is recorded as a FAILED run with tag
-``sweep_error`` and the sweep goes on.
+``sweep_error`` and the sweep goes on (a rerun retries it).
+
+``--seeds 0,1,2`` (``sweep.seeds``) runs every cell once per seed with ``train.seed``: each (cell, seed) is a cell
+of its own (its id hashes the cell id and the seed; without seeds the ids are exactly as above, so existing
+sweeps resume) tagged ``sweep_group`` (the unseeded cell id) and ``sweep_seed``, which ``compare`` aggregates.
+
+Cells run one at a time in this process, or many at once in processes of their own or as Slurm jobs
+(``--jobs N``, ``--launcher slurm``: :mod:`matchzoo.launchers`); either way this process alone records their
+ends, under one progress line (:mod:`matchzoo.sweep_progress`), after checking that the tracking store can take
+the concurrent writers (:func:`matchzoo.tracking.check_concurrent_writers`).
 """
 
 from __future__ import annotations
@@ -37,22 +46,42 @@ import hashlib
 import itertools
 import json
 import re
+import signal
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from gin import config_parser
 
-from matchzoo import config
+from matchzoo import config, launchers, signals
+from matchzoo import validate as check
 from matchzoo.errors import MatchzooError
-from matchzoo.keys import CELL_TAG, ERROR_TAG, LABEL_TAG, OBJECTIVE_TAG, RUN_NAME_TAG, SWEEP_TAG, TRAIN_SPACE_TAG
+from matchzoo.keys import (
+    CELL_TAG,
+    ERROR_TAG,
+    GROUP_TAG,
+    LABEL_TAG,
+    OBJECTIVE_TAG,
+    RUN_NAME_TAG,
+    SEED_TAG,
+    SWEEP_TAG,
+    TRAIN_SPACE_TAG,
+)
+from matchzoo.launchers import CellTask, LaunchSettings, Outcome
+from matchzoo.sweep_progress import SweepProgress
+from matchzoo.tracking import (
+    check_concurrent_writers,
+    ensure_experiment,
+    search_all_runs,
+    store_folder,
+    summary_params,
+    tracking_uri,
+)
 from matchzoo.tracking import client as make_client
-from matchzoo.tracking import search_all_runs, summary_params, tracking_uri
 
-SPEC_KEYS = ("name", "experiments", "gin_params", "grid", "experiment")
+SPEC_KEYS = ("name", "experiments", "gin_params", "grid", "experiment", "seeds", *launchers.SETTING_CHECKS)
 
 
 # ----------------------------------------------------------------------------- gin text <-> values
@@ -99,6 +128,9 @@ class SweepSpec:
     experiment: Optional[str] = None  # MLflow experiment override (binds train.experiment)
     sources: dict[str, str] = field(default_factory=dict)  # grid axis -> where the user wrote it (for errors)
     gin_param_sources: dict[str, str] = field(default_factory=dict)  # fixed binding -> where it came from
+    seeds: list[int] = field(default_factory=list)  # every cell once per seed (train.seed); empty: as configured
+    seeds_source: str = "--seeds"
+    launch: LaunchSettings = field(default_factory=LaunchSettings)  # how cells run; never part of a cell id
 
     def axis_source(self, key: str) -> str:
         return self.sources.get(key) or f"--grid '{key}=[{', '.join(self.grid[key])}]'"
@@ -110,11 +142,19 @@ class Cell:
     bindings: tuple[tuple[str, str], ...]  # grid axis -> gin value, in axis order
     gin_params: tuple[str, ...]  # all bindings passed to run_experiment (fixed ones first)
     cell_id: str
+    seed: Optional[int] = None  # set by --seeds: this cell is one seed of the group ``group_id``
+    group_id: Optional[str] = None  # the cell id without the seed
 
     @property
     def label(self) -> str:
         parts = [Path(self.experiment_file).stem] + [f"{key}={value}" for key, value in self.bindings]
-        return " ".join(parts)
+        return " ".join(parts + ([f"seed={self.seed}"] if self.seed is not None else []))
+
+    def tags(self, sweep: str) -> dict[str, str]:
+        tags = {SWEEP_TAG: sweep, CELL_TAG: self.cell_id, LABEL_TAG: self.label[:5000]}
+        if self.seed is not None:
+            tags.update({GROUP_TAG: str(self.group_id), SEED_TAG: str(self.seed)})
+        return tags
 
     def tag_values(self) -> dict[str, str]:
         """``objective``/``train_space`` guesses from the bindings, for runs that failed before the trainer
@@ -155,6 +195,11 @@ def load_sweep_file(path: Path) -> SweepSpec:
         raise MatchzooError(f"{path}: sweep.grid must map 'binding' -> [non-empty list of gin values]")
     experiments = [str(_resolve_relative(str(e), path.parent)) for e in values["experiments"]]
     gin_params = [str(p) for p in values.get("gin_params", [])]
+    launch = LaunchSettings()
+    for key in launchers.SETTING_CHECKS:
+        if key in values:
+            launchers.apply_setting(launch, key, values[key], f"sweep.{key} in {path}")
+    seeds = parse_seeds(values["seeds"], f"sweep.seeds in {path}") if "seeds" in values else []
     return SweepSpec(
         experiments=experiments,
         grid={str(k): [gin_text(v) for v in vs] for k, vs in grid.items()},
@@ -163,7 +208,30 @@ def load_sweep_file(path: Path) -> SweepSpec:
         experiment=values.get("experiment"),
         sources={str(k): f"sweep.grid axis {str(k)!r} of {path}" for k in grid},
         gin_param_sources={p: f"sweep.gin_params entry {p!r} of {path}" for p in gin_params},
+        seeds=seeds,
+        seeds_source=f"sweep.seeds in {path}",
+        launch=launch,
     )
+
+
+def parse_seeds(value: Any, source: str) -> list[int]:
+    """``'0,1,2'`` or ``[0, 1, 2]`` -> ``[0, 1, 2]``: distinct valid seeds (a repeated seed would be the same run)."""
+    items = [v.strip() for v in value.split(",")] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items or any(item == "" for item in items):
+        raise MatchzooError(f"{source} must be a non-empty list of seeds, e.g. 0,1,2, got {value!r}")
+    seeds = []
+    for item in items:
+        number = item
+        if isinstance(item, str):
+            try:
+                number = int(item)
+            except ValueError:
+                raise MatchzooError(f"{source} must be integers, e.g. 0,1,2, got {item!r}") from None
+        seeds.append(check.seed(source, number))
+    repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+    if repeated:
+        raise MatchzooError(f"{source}: seed {repeated[0]} appears more than once; those cells would be the same run")
+    return seeds
 
 
 def _resolve_relative(name: str, base: Path) -> Path:
@@ -197,6 +265,11 @@ def build_spec(
             spec.gin_param_sources.update(loaded.gin_param_sources)
             spec.name = spec.name or loaded.name
             spec.experiment = spec.experiment or loaded.experiment
+            if loaded.seeds:
+                spec.seeds, spec.seeds_source = loaded.seeds, loaded.seeds_source
+            for key, source in loaded.launch.sources.items():
+                setattr(spec.launch, key, getattr(loaded.launch, key))
+                spec.launch.sources[key] = source
         else:
             spec.experiments.append(str(path))
     if not spec.experiments:
@@ -228,9 +301,15 @@ def expand(spec: SweepSpec) -> list[Cell]:
                 {"file": Path(experiment_file).name, "content": hashlib.sha256(content).hexdigest(), "params": params},
                 sort_keys=True,
             )
-            cells.append(
-                Cell(str(experiment_file), bindings, params, hashlib.sha256(payload.encode()).hexdigest()[:12])
-            )
+            cell_id = hashlib.sha256(payload.encode()).hexdigest()[:12]
+            if not spec.seeds:  # exactly the cells (and ids) of a sweep without seeds
+                cells.append(Cell(str(experiment_file), bindings, params, cell_id))
+                continue
+            for seed in spec.seeds:
+                seeded = hashlib.sha256(f"{cell_id} seed={seed}".encode()).hexdigest()[:12]
+                cells.append(
+                    Cell(str(experiment_file), bindings, params + (f"train.seed = {seed}",), seeded, seed, cell_id)
+                )
     return cells
 
 
@@ -248,8 +327,19 @@ def sweep_name(spec: SweepSpec, cells: Sequence[Cell]) -> str:
 
 def refuse_no_op_cells(spec: SweepSpec, cells: Sequence[Cell]) -> None:
     """Before any cell runs, refuse a grid whose cells cannot differ: an axis that lists a value twice, or an
-    axis or fixed binding that an experiment shadows with more specific (scoped) bindings. Costs one gin
-    parse per cell; nothing is built."""
+    axis or fixed binding that an experiment shadows with more specific (scoped) bindings, or ``--seeds`` beside
+    another ``train.seed``. Costs one gin parse per cell; nothing is built."""
+    if spec.seeds:
+        clashing = [k for k in spec.grid if k.endswith("train.seed")] + [
+            p for p in spec.gin_params if re.match(r"\s*([\w./]*/)?train\.seed\s*=", p)
+        ]
+        if clashing:
+            where = (
+                spec.axis_source(clashing[0])
+                if clashing[0] in spec.grid
+                else spec.gin_param_sources.get(clashing[0], f"--gin_param {clashing[0]!r}")
+            )
+            raise MatchzooError(f"{spec.seeds_source} and {where} both set train.seed; keep one of them")
     for key, values in spec.grid.items():
         repeated = sorted({value for value in values if values.count(value) > 1})
         if repeated:
@@ -272,6 +362,10 @@ def _refuse_dead_bindings(spec: SweepSpec, cell: Cell) -> None:
         config.refuse_dead(param, source + where, lambda key, value: f"--gin_param '{key}={value}'")
     for key, value in cell.bindings:
         config.refuse_dead(f"{key} = {value}", spec.axis_source(key) + where, _axis_example(spec, key))
+    if cell.seed is not None:
+        config.refuse_dead(
+            f"train.seed = {cell.seed}", spec.seeds_source + where, lambda key, _: f"--gin_param '{key}=N'"
+        )
 
 
 def _axis_example(spec: SweepSpec, key: str) -> Callable[[str, str], str]:
@@ -314,43 +408,109 @@ class SweepResult:
 
 
 def run_sweep(
-    spec: SweepSpec, runner: Optional[Runner] = None, client=None, log: Callable[[str], None] = print
+    spec: SweepSpec,
+    runner: Optional[Runner] = None,
+    client=None,
+    log: Callable[[str], None] = print,
+    launcher: Optional[launchers.Launcher] = None,
+    progress: bool = False,
 ) -> SweepResult:
-    """Run every cell not yet FINISHED, sequentially; failures are recorded and do not stop the sweep."""
+    """Run every cell not yet FINISHED (one at a time, or ``spec.launch`` / ``launcher`` many at once); a
+    failed cell is recorded and does not stop the sweep; SIGINT/SIGTERM stop the running cells (each
+    checkpoints and marks its run KILLED) and then the sweep."""
     client = client or make_client()
-    runner = runner or _default_runner
     cells = expand(spec)
     name = sweep_name(spec, cells)
     refuse_no_op_cells(spec, cells)
+    launcher = launcher or launchers.make_launcher(spec.launch, sweep_folder(name), runner)
+    if launcher.slots > 1 or launcher.name != "local":
+        check_concurrent_writers(launcher.remote, spec.launch.allow_shared_sqlite, f"--launcher {launcher.name}")
     done = finished_cells(client, name)
     result = SweepResult(name)
-    log(f"sweep {name!r}: {len(cells)} cells, {sum(c.cell_id in done for c in cells)} already finished")
+    bar = SweepProgress(len(cells), sum(c.cell_id in done for c in cells), enabled=progress, log=log)
+    bar.write(f"sweep {name!r}: {len(cells)} cells, {sum(c.cell_id in done for c in cells)} already finished")
+    if launcher.name != "local":
+        bar.write(f"sweep {name!r}: {launcher.describe()}")
+    pending = []
     for index, cell in enumerate(cells, 1):
-        prefix = f"[{index}/{len(cells)}] {cell.label}"
         if cell.cell_id in done:
             result.skipped.append(done[cell.cell_id])
-            log(f"{prefix}: finished earlier (run {done[cell.cell_id]}), skipped")
-            continue
-        tags = {SWEEP_TAG: name, CELL_TAG: cell.cell_id, LABEL_TAG: cell.label[:5000]}
-        started = int(time.time() * 1000)
-        log(f"{prefix}: running")
-        try:
-            run_id = runner([cell.experiment_file], list(cell.gin_params), tags)
-        except KeyboardInterrupt:
-            raise
-        except Exception as error:  # a failed cell must not stop the sweep; the error goes to the run's tags
-            message = f"{type(error).__name__}: {error}".replace("\n", " ")
-            run_id = record_failure(client, cell, tags, message, started, spec.experiment or name)
-            result.failed.append(cell.label)
-            log(f"{prefix}: FAILED ({message[:300]}); recorded as run {run_id}")
-            if not isinstance(error, MatchzooError):
-                traceback.print_exc(file=sys.stderr)
-            continue
-        annotate_for_ui(client, run_id, cell, name)
-        result.finished.append(run_id)
-        log(f"{prefix}: finished (run {run_id})")
-    log(f"sweep {name!r}: {len(result.finished)} run, {len(result.skipped)} skipped, {len(result.failed)} failed")
+            bar.write(f"[{index}/{len(cells)}] {cell.label}: finished earlier (run {done[cell.cell_id]}), skipped")
+        else:
+            pending.append((index, cell))
+    with bar:
+        _run_cells(pending, len(cells), launcher, client, spec, name, result, bar)
+    bar.write(f"sweep {name!r}: {len(result.finished)} run, {len(result.skipped)} skipped, {len(result.failed)} failed")
     return result
+
+
+@dataclass
+class _Running:
+    index: int
+    cell: Cell
+    tags: dict
+    started_ms: int
+
+
+def _run_cells(pending, total, launcher, client, spec, name, result, bar, poll_seconds: float = 0.5) -> None:
+    running: dict[launchers.Handle, _Running] = {}
+    try:
+        while pending or running:
+            while pending and len(running) < launcher.slots:
+                index, cell = pending.pop(0)
+                tags = cell.tags(name)
+                bar.write(f"[{index}/{total}] {cell.label}: running")
+                started = int(time.time() * 1000)
+                bar.started()
+                handle = launcher.start(CellTask(cell.cell_id, [cell.experiment_file], list(cell.gin_params), tags))
+                running[handle] = _Running(index, cell, tags, started)
+            settled = [(handle, outcome) for handle in running if (outcome := handle.poll()) is not None]
+            for handle, outcome in settled:
+                _settle(outcome, running.pop(handle), total, client, spec, name, result, bar)
+            if not settled:
+                bar.tick()
+                time.sleep(poll_seconds)
+    except KeyboardInterrupt as interrupt:
+        if not running:
+            raise  # the cell ran in this process and has reported how it stopped
+        signum = getattr(interrupt, "signum", signal.SIGINT)
+        for handle in running:
+            handle.interrupt(signum)
+        for handle, state in running.items():  # each saves its checkpoint and marks its run KILLED
+            outcome = handle.wait(timeout=600.0)
+            if outcome is not None and outcome.interrupted is None:
+                _settle(outcome, state, total, client, spec, name, result, bar)
+        raise signals.Interrupted(
+            signum,
+            f"sweep {name!r} interrupted ({signal.Signals(signum).name}): stopped {len(running)} running cell(s), "
+            f"each saved its checkpoint and marked its run KILLED; run the same command again to run the "
+            f"unfinished cells",
+        ) from None
+
+
+def _settle(outcome: Outcome, state: _Running, total, client, spec, name, result, bar) -> None:
+    """Record a cell's end exactly as the sequential sweep always did: FINISHED runs get their UI name, a
+    failure a FAILED run with ``sweep_error``."""
+    prefix = f"[{state.index}/{total}] {state.cell.label}"
+    where = f"; log: {outcome.log}" if outcome.log else ""
+    if outcome.run_id:
+        annotate_for_ui(client, outcome.run_id, state.cell, name)
+        result.finished.append(outcome.run_id)
+        bar.settled(failed=False)
+        bar.write(f"{prefix}: finished (run {outcome.run_id})")
+        return
+    message = outcome.error or f"stopped by {signal.Signals(outcome.interrupted or signal.SIGINT).name}"
+    run_id = record_failure(client, state.cell, state.tags, message, state.started_ms, spec.experiment or name)
+    result.failed.append(state.cell.label)
+    bar.settled(failed=True)
+    bar.write(f"{prefix}: FAILED ({message[:300]}); recorded as run {run_id}{where}")
+    if outcome.traceback and not outcome.log:
+        print(outcome.traceback, file=sys.stderr, end="")
+
+
+def sweep_folder(name: str) -> Path:
+    """``<store>/sweeps/<name>``: the cells' files, their logs and submitit's."""
+    return store_folder() / "sweeps" / name
 
 
 def annotate_for_ui(client, run_id: str, cell: Cell, name: str) -> None:
@@ -362,6 +522,7 @@ def annotate_for_ui(client, run_id: str, cell: Cell, name: str) -> None:
     tags, params = run.data.tags, run.data.params
     objective, space = tags.get(OBJECTIVE_TAG, "?"), tags.get(TRAIN_SPACE_TAG, "?")
     others = [f"{k.split('.')[-1]}={v}" for k, v in cell.bindings if not k.endswith(("term.objective", "term.space"))]
+    others += [f"seed={cell.seed}"] if cell.seed is not None else []
     client.set_tag(run_id, RUN_NAME_TAG, " ".join([f"{name}: {objective}@{space}", *others])[:250])
     for key, value in summary_params({OBJECTIVE_TAG: objective, TRAIN_SPACE_TAG: space}).items():
         if key not in params:
@@ -376,20 +537,13 @@ def record_failure(client, cell: Cell, tags: dict, message: str, started_ms: int
         if attempts[0].info.status in ("RUNNING", "SCHEDULED"):
             client.set_terminated(run_id, status="FAILED")
     else:
-        found = client.get_experiment_by_name(experiment_name)
-        experiment_id = found.experiment_id if found else client.create_experiment(experiment_name)
+        experiment_id = ensure_experiment(client, experiment_name)
         run_id = client.create_run(
             experiment_id, run_name=f"failed {cell.label}"[:250], tags={**cell.tag_values(), **tags}
         ).info.run_id
         client.set_terminated(run_id, status="FAILED")
     client.set_tag(run_id, ERROR_TAG, message[:5000])
     return run_id
-
-
-def _default_runner(gin_files: list[str], gin_params: list[str], tags: dict) -> str:
-    from matchzoo.run import run_experiment
-
-    return run_experiment(gin_files, gin_params, tags)
 
 
 def finished_cells_if_stored(name: str) -> dict[str, str]:

@@ -84,6 +84,13 @@ def client():
     uri = _reachable_uri()
     if not uri.startswith("sqlite:///"):
         return MlflowClient(tracking_uri=uri)
+    return open_sqlite_store(uri)
+
+
+def open_sqlite_store(uri: str):
+    """An ``MlflowClient`` on the sqlite store ``uri``, created and migrated under the store lock."""
+    from mlflow.tracking import MlflowClient
+
     with store_creation_lock(_sqlite_path(uri)):
         mlflow_client = MlflowClient(tracking_uri=uri)
         mlflow_client.search_experiments(max_results=1)  # creates and migrates the schema of a new store
@@ -106,6 +113,61 @@ def check_store() -> str:
 
 def _sqlite_path(uri: str) -> Path:
     return Path(uri[len("sqlite:///") :])
+
+
+def store_folder() -> Path:
+    """The folder of the run store: the sqlite database's, else ``runs/`` (a tracking server's clients keep
+    their sweep files and logs there)."""
+    uri = tracking_uri()
+    return _sqlite_path(uri).parent if uri.startswith("sqlite:///") else Path("runs").resolve()
+
+
+# filesystems on which sqlite's file locks are not to be trusted with several writers (sqlite.org: "SQLite Over
+# a Network"); read from /proc/mounts
+NETWORK_FILESYSTEMS = frozenset(
+    "nfs nfs4 cifs smb3 smbfs lustre gpfs beegfs ceph fuse.ceph glusterfs fuse.glusterfs fuse.sshfs 9p afs "
+    "panfs wekafs fuse.s3fs fuse.gcsfuse".split()
+)
+
+
+def filesystem_type(path: Path) -> str:
+    """The type of the filesystem holding ``path`` (longest mount point above it), '' where unknown."""
+    try:
+        mounts = [line.split()[1:3] for line in Path("/proc/mounts").read_text().splitlines() if line.strip()]
+    except OSError:
+        return ""
+    resolved = str(path.resolve())
+    best, kind = "", ""
+    for point, fs in mounts:
+        point = point.replace("\\040", " ")
+        if (resolved == point or resolved.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, kind = point, fs
+    return kind
+
+
+def check_concurrent_writers(remote: bool, allow_shared_sqlite: bool, what: str) -> str:
+    """The tracking URI, once it can take the sweep's concurrent writers: a server or a database always; sqlite
+    only on a local filesystem with every cell on this machine (``allow_shared_sqlite``: the user's risk)."""
+    uri = check_store()
+    if not uri.startswith("sqlite:///") or allow_shared_sqlite:
+        return uri
+    db = _sqlite_path(uri)
+    serve = (
+        "start `python -m matchzoo server --host 0.0.0.0` on a machine the cells reach and set "
+        "MLFLOW_TRACKING_URI=http://THAT_HOST:5000"
+    )
+    if remote:
+        raise MatchzooError(
+            f"{what}: cells on other machines cannot share the sqlite store {db}; {serve} (or pass "
+            f"--allow_shared_sqlite to use it on a shared filesystem at your own risk)"
+        )
+    kind = filesystem_type(db.parent)
+    if kind in NETWORK_FILESYSTEMS:
+        raise MatchzooError(
+            f"{what}: the sqlite store {db} is on a network filesystem ({kind}), whose locks sqlite cannot trust "
+            f"with concurrent writers; {serve} (or pass --allow_shared_sqlite at your own risk)"
+        )
+    return uri
 
 
 def _reachable_uri() -> str:
@@ -176,6 +238,24 @@ def metric_key(key: str) -> str:
     return _INVALID_KEY_CHARS.sub("_", key)
 
 
+def ensure_experiment(mlflow_client, name: str) -> str:
+    """The id of experiment ``name``, created if missing. Cells of a parallel sweep start together: when
+    another process creates it first, its experiment is used (MLflow refuses the second creation)."""
+    found = mlflow_client.get_experiment_by_name(name)
+    if found:
+        return found.experiment_id
+    # a tracking server stores (proxies) the artifacts of the experiments it creates; a local store puts them
+    # under runs/artifacts/
+    location = f"{artifact_root()}/{name}" if tracking_uri().startswith("sqlite:") else None
+    try:
+        return mlflow_client.create_experiment(name, artifact_location=location)
+    except Exception:
+        found = mlflow_client.get_experiment_by_name(name)
+        if found:
+            return found.experiment_id
+        raise
+
+
 class TrackingError(MatchzooError):
     """The MLflow store failed during a run (disk full, read-only database, server gone)."""
 
@@ -204,12 +284,7 @@ class Tracker:
                 self.run_id, self.previous_status = info.run_id, info.status
                 self.client.update_run(self.run_id, status="RUNNING")
             else:
-                found = self.client.get_experiment_by_name(experiment)
-                experiment_id = (
-                    found.experiment_id
-                    if found
-                    else self.client.create_experiment(experiment, artifact_location=f"{artifact_root()}/{experiment}")
-                )
+                experiment_id = ensure_experiment(self.client, experiment)
                 tags = {**tags, KEY_SCHEMA_TAG: KEY_SCHEMA}
                 self.run_id = self.client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
         except MatchzooError:

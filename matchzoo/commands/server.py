@@ -1,0 +1,48 @@
+"""``python -m matchzoo server``: an MLflow tracking server over the run store, for sweeps whose cells write
+at once (``--jobs N``, ``--launcher slurm``); see :mod:`matchzoo.tracking_server`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from matchzoo import cli_args, mlflow_ui, tracking_server
+from matchzoo.validate import integer, option
+
+HELP = "start an MLflow tracking server over the runs store (many concurrent writers: parallel and Slurm sweeps)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store",
+        default=None,
+        metavar="FOLDER|URI",
+        help="run store: a folder (its mlflow.db) or a database URI (default: the store matchzoo uses, runs/)",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1; 0.0.0.0 for a cluster)"
+    )
+    cli_args.add_port(parser)
+    parser.add_argument(
+        "--workers",
+        type=option(integer, 1, 64),
+        default=4,
+        help="server processes answering the writers (default 4, as mlflow)",
+    )
+    cli_args.add_dry_run(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    store = tracking_server.backend_store(args.store)
+    cmd = tracking_server.command(store, args.host, args.port, args.workers)
+    if args.dry_run:
+        print(" ".join(cmd))
+        return 0
+    tracking_server.check_port_free(args.host, args.port)
+    tracking_server.prepare_store(store)
+    uri = tracking_server.client_uri(args.host, args.port)
+    print(
+        f"MLflow tracking server over {store}; cells log to it with MLFLOW_TRACKING_URI={uri} (Ctrl-C to stop)",
+        file=sys.stderr,
+    )
+    return mlflow_ui.serve(cmd)
