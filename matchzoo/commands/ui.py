@@ -8,13 +8,12 @@ import sys
 
 from matchzoo import cli_args, mlflow_ui
 from matchzoo.tracking import tracking_uri
-from matchzoo.validate import integer, option
 
 HELP = "start the MLflow UI (127.0.0.1) over the runs store (default sqlite:///runs/mlflow.db)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", type=option(integer, 1, 65535), default=5000, help="port on 127.0.0.1 (default 5000)")
+    cli_args.add_port(parser)
     cli_args.add_dry_run(parser)
 
 
