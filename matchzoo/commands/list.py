@@ -18,11 +18,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def summary(cls: type) -> str:
+    """``cls.list_summary()`` if it has one, else the first sentence of its docstring, as one line (a sentence
+    wrapped over several docstring lines is joined; later sentences are left for ``help()``)."""
     describe = getattr(cls, "list_summary", None)
     if callable(describe):
         return describe()
-    doc = inspect.getdoc(cls) or ""
-    return doc.splitlines()[0] if doc else ""
+    paragraph = (inspect.getdoc(cls) or "").split("\n\n")[0]
+    text = " ".join(line.strip() for line in paragraph.splitlines())
+    end = text.find(". ")
+    return text if end < 0 else text[: end + 1]
 
 
 def space_details(cls: type) -> list[str]:

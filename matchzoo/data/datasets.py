@@ -342,7 +342,8 @@ class ImageFolder(ImageDataset):
             raise MatchzooError(
                 f"image folder not found: {root!r}; set image_folder.root to a directory of PNG/JPEG files"
             )
-        self.root = str(directory.resolve())
+        directory = directory.resolve()  # a relative root: files and the listing are relative to the same folder
+        self.root = str(directory)
         self.files = sorted(p for p in directory.rglob("*") if p.suffix.lower() in self.EXTENSIONS)
         if len(self.files) < 2:
             raise MatchzooError(f"{root}: found {len(self.files)} PNG/JPEG files; need at least 2")
