@@ -70,6 +70,7 @@ def _run_experiment(
     if resume and not (run_dir / checkpoint.FILENAME).is_file():
         raise MatchzooError(f"--resume {resume}: no {checkpoint.FILENAME} there")
     plans = plan_callbacks(settings.schedule)
+    check_evaluation_data(settings, plans)
     lock = lock_run_dir(run_dir, trainer.dist.is_main)
     try:
         return _train(trainer, RunConfig(files, list(gin_params), config.record()), plans, tags, run_dir)
@@ -111,6 +112,19 @@ class RunConfig:
             "world_size": world_size,
             "generator_spec": stored_config.plain_generator_spec(self.record.operative),
         }
+
+
+def check_evaluation_data(settings: TrainSettings, plans: "CallbackPlans") -> None:
+    """Eval spaces compare with real data: without ``train.dataset`` that is ``evaluator.reference_stats``."""
+    setup = settings.setup
+    stats = getattr(plans.evaluator, "keywords", {}).get("reference_stats")
+    if setup.dataset is None and setup.eval_spaces and stats is None:
+        names = ", ".join(space.name for space in setup.eval_spaces)
+        raise MatchzooError(
+            f"train.eval_spaces ({names}) compare with real data but train.dataset = None; set "
+            f"evaluator.reference_stats = 'DIR' (a `matchzoo stats --export` folder), give the dataset, or set "
+            f"train.eval_spaces = []"
+        )
 
 
 def lock_run_dir(run_dir: Path, is_main: bool) -> checkpoint.RunLock:
@@ -187,6 +201,7 @@ def _train(trainer: Trainer, run_config: RunConfig, plans: CallbackPlans, tags: 
     if not trainer.dist.is_main:  # other ranks train; rank 0 alone logs, evaluates and checkpoints
         return _run_worker(trainer)
     tags = run_tags(settings, run_config.files, run_dir, tags)
+    tags.update(fdr_baseline_tag(trainer, plans))
     if trainer.init_from_sha256 is not None:  # the weights file this run started from (train.init_from)
         tags[init_from.SHA_TAG] = trainer.init_from_sha256
     tracker = start_tracking(settings, tags, run_dir, previous, changes, run_config.record, trainer.step)
@@ -227,8 +242,12 @@ def run_context(settings: TrainSettings) -> RunContext:
         batch_size=settings.optimization.batch_size,
         feature_batch_size=settings.runtime.feature_batch_size,
         eval_spaces=tuple(setup.eval_spaces),
-        dataset_fingerprint=setup.dataset.fingerprint,
+        dataset_fingerprint=setup.dataset.fingerprint if setup.dataset is not None else "",
     )
+
+
+NO_DATASET = "none"  # the dataset tag of a run trained from statistics alone (train.dataset = None)
+REFERENCE_STATS_TAG = "reference_stats"  # reference_stats/<term>/<path|sha256|arrays|layout>: a term's stats file
 
 
 def run_tags(settings: TrainSettings, files: list[Path], run_dir: Path, extra: Optional[dict]) -> dict[str, str]:
@@ -237,11 +256,35 @@ def run_tags(settings: TrainSettings, files: list[Path], run_dir: Path, extra: O
         keys.OBJECTIVE_TAG: ",".join(objective_name(t.objective) for t in setup.terms),
         keys.TRAIN_SPACE_TAG: ",".join(t.space.name for t in setup.terms),
         keys.EVAL_SPACES_TAG: ",".join(s.name for s in setup.eval_spaces),
-        keys.DATASET_TAG: setup.dataset.name,
+        keys.DATASET_TAG: setup.dataset.name if setup.dataset is not None else NO_DATASET,
         keys.GIN_FILES_TAG: ",".join(str(f) for f in files),
         keys.RUN_DIR_TAG: str(run_dir),
+        **reference_stats_tags(setup.terms),
         **(extra or {}),
     }
+
+
+def fdr_baseline_tag(trainer: Trainer, plans: CallbackPlans) -> dict[str, str]:
+    """Where each eval space's FDr denominator comes from (``fdr_baseline``), known before any evaluation."""
+    planned = getattr(plans.evaluator, "keywords", {})
+    sources = callback_factories.fdr_baselines(
+        trainer.settings.setup.eval_spaces,
+        planned.get("metrics") or [],
+        planned.get("reference_stats"),
+        trainer.real.has_heldout,
+        trainer.real.heldout_source,
+    )
+    return callback_factories.fdr_baseline_tag(sources)
+
+
+def reference_stats_tags(terms) -> dict[str, str]:
+    """What each term's statistics file was (``fd.reference_stats``): path, SHA-256, arrays read, layout."""
+    tags = {}
+    for term in terms:
+        file = getattr(term.objective, "reference_file", None)
+        if file is not None:
+            tags.update({f"{REFERENCE_STATS_TAG}/{term.name}/{key}": value for key, value in file.record().items()})
+    return tags
 
 
 def start_tracking(
@@ -422,11 +465,14 @@ ADDED_DEFAULTS = {
     "mlp.num_classes": 0,
     "npz.labels_key": "labels",  # an unconditional generator ignores a dataset's labels: the same run as before
     "image_folder.labels": True,
+    # real data without the dataset, held-out datasets and pools (issue 16): unset is the run before them
+    "train.heldout_dataset": None,
+    "train.real_pool_size": None,
     # the callbacks became configurables (unset: the train.* value)
     **{
         f"{callback}.{name}": None
         for callback, names in (
-            ("evaluator", ("every", "samples", "stability_every", "stability_resamples", "metrics")),
+            ("evaluator", ("every", "samples", "stability_every", "stability_resamples", "metrics", "reference_stats")),
             ("checkpointer", ("every",)),
             ("metric_logger", ("every",)),
         )

@@ -352,7 +352,6 @@ train.run_dir = 'runs/offline'
 """
 
 
-@pytest.mark.xfail(strict=True, reason="the trainer must accept train.dataset = None (stats-files report)")
 def test_fd_loss_trains_offline_from_exported_statistics_with_no_dataset_in_the_config(exported, isolated_runs):
     from matchzoo.run import main as run_main
 

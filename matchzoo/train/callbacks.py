@@ -10,11 +10,20 @@ Their cadence is bound in gin on the callback itself -- ``evaluator.every``, ``e
 ``checkpointer.every``, ``metric_logger.every`` -- and a value left unbound (``None``) falls back to the
 ``train.*`` setting of the same meaning (``train.eval_every``, ``train.eval_samples``, ...). When both are
 bound, the callback's own binding wins.
+
+``evaluator.reference_stats = 'DIR or file.npz'`` evaluates against statistics instead of the train split: the
+reference of every eval space is ``DIR/<space>.npz`` (a file serves one eval space). The FDr denominator is then,
+in this order: an ``fdr.baselines`` entry (fixed); the held-out features of the run (``train.heldout_dataset`` or
+the dataset's held-out split); ``DIR/<space>.heldout.npz`` (FD of those statistics to the reference, used as a
+fixed baseline); else none, and that space reports FD only (said once on stderr). Which one is the tag
+:data:`FDR_BASELINE_TAG`.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +32,11 @@ from typing import Callable, Optional, Sequence, Union
 import gin
 import torch
 
-from matchzoo import keys
+from matchzoo import keys, stats_files
 from matchzoo import validate as check
 from matchzoo.errors import MatchzooError, UnknownNameError
 from matchzoo.metrics import Metric, SpaceReference, compute_row, fdr_k, make_metrics, metric_names
+from matchzoo.metrics.fdrk import FDr
 from matchzoo.metrics.stability import matching_stability
 from matchzoo.spaces.base import FeatureSpace
 from matchzoo.tracking import Tracker, TrackingError
@@ -34,6 +44,12 @@ from matchzoo.train import checkpoint
 from matchzoo.train.settings import Schedule
 
 BEST_EMA_DECAY_TAG = "best_ema_decay"  # the EMA decay with the lowest final FDr^k in a run with several
+# the FDr denominator of the run: heldout_split | heldout_dataset:<fingerprint> | heldout_stats:<sha256> | fixed |
+# none (FD only); "<space>=<source>;..." when the eval spaces differ
+FDR_BASELINE_TAG = "fdr_baseline"
+EVAL_STATS_TAG = "eval_reference_stats"  # eval_reference_stats/<space>/<path|sha256|arrays|layout>
+REFERENCE_STATS_OPTION = "evaluator.reference_stats"
+HELDOUT_METRICS = ("fd_to_heldout", "fdr", "intervals")  # what reads the held-out side (left out when none exists)
 
 
 @dataclass(frozen=True)
@@ -99,14 +115,19 @@ class Evaluator(Callback):
         stability_resamples: int = 8,
         metrics: Optional[Sequence[Union[str, Metric]]] = None,
         context: Optional[RunContext] = None,
+        reference_stats: Optional[str] = None,
     ):
         """``metrics``: registered names (default: those that run during training) or metrics built already;
-        ``context`` is needed from :meth:`on_start` on (scoring given features needs none)."""
+        ``context`` is needed from :meth:`on_start` on (scoring given features needs none); ``reference_stats``: a
+        statistics folder or file the eval spaces are compared with instead of the train split."""
         self.tracker, self.every, self.samples, self.seed = tracker, every, samples, seed
         self.stability_every, self.stability_resamples = stability_every, stability_resamples
         self.metrics = training_metrics(metrics)
         self.context = context
+        self.reference_stats = reference_stats
         self.references: dict[str, SpaceReference] = {}
+        self.space_metrics: dict[str, list[Metric]] = {}  # per eval space: the metrics its real side allows
+        self.baselines: dict[str, str] = {}  # per eval space: where its FDr denominator comes from
         self.last: dict[str, float] = {}
         self.history: list[tuple[int, dict[str, float]]] = []
         self.other_emas: dict[float, dict[str, float]] = {}  # decay -> its final metrics (plain keys)
@@ -115,13 +136,66 @@ class Evaluator(Callback):
     def on_start(self, trainer) -> None:
         """Reference factors are computed once per space; each evaluation then costs one eigvalsh per FD."""
         for space in self.context.eval_spaces:
-            heldout = trainer.real.heldout(space)
-            self.samples = self.samples or heldout.shape[0]
-            self.references[space.name] = SpaceReference(
-                trainer.real.train(space), heldout, cache_key=(space.fingerprint, self.context.dataset_fingerprint)
-            )
+            heldout = trainer.real.heldout(space) if trainer.real.has_heldout else None
+            if heldout is not None:
+                self.samples = self.samples or heldout.shape[0]
+            self.references[space.name] = self.space_reference(trainer, space, heldout)
+        self.baselines = fdr_baselines(
+            self.context.eval_spaces,
+            self.metrics,
+            self.reference_stats,
+            trainer.real.has_heldout,
+            trainer.real.heldout_source,
+        )
+        self.space_metrics = {space: self.metrics_for(space, real) for space, real in self.references.items()}
+        self.announce()
         if trainer.step == 0:
             self.evaluate(trainer)
+
+    def space_reference(self, trainer, space: FeatureSpace, heldout: Optional[torch.Tensor]) -> SpaceReference:
+        """The real side of ``space``: the train split (or ``reference_stats``) and the run's held-out features."""
+        key = (space.fingerprint, self.context.dataset_fingerprint, trainer.real.heldout_source)
+        if self.reference_stats is None:
+            return SpaceReference(trainer.real.train(space), heldout, cache_key=key, name=space.name)
+        stats = SpaceReference.from_stats(self.reference_stats, space, option=REFERENCE_STATS_OPTION)
+        if heldout is None:
+            return stats
+        return SpaceReference(
+            None,
+            heldout,
+            stats.frechet,
+            cache_key=(*stats.cache_key[:2], trainer.real.heldout_source),
+            source=stats.source,
+            files=stats.files[:1],  # the held-out features win over a <space>.heldout.npz
+            name=space.name,
+        )
+
+    def metrics_for(self, space: str, real: SpaceReference) -> list[Metric]:
+        """The metrics ``space`` is scored with, given where its FDr denominator comes from (:attr:`baselines`)."""
+        source = self.baselines[space]
+        if source.startswith("heldout_stats:"):  # FD(held-out statistics, reference) as a fixed baseline
+            return with_baseline(self.metrics, space, real.frechet.distance_to_stats(real.frechet_heldout.stats))
+        if source == "none":
+            return [m for m in self.metrics if getattr(type(m), "registry_name", "") not in HELDOUT_METRICS]
+        return self.metrics
+
+    def announce(self) -> None:
+        """Once per run: the spaces scored without FDr (stderr) and the statistics files read (tags)."""
+        alone = [space for space, source in self.baselines.items() if source == "none"]
+        if alone:
+            print(
+                f"matchzoo: note: {REFERENCE_STATS_OPTION}: no held-out side for eval space(s) {', '.join(alone)} "
+                f"(no <space>.heldout.npz, no dataset, no fdr.baselines entry): FD only, no FDr there",
+                file=sys.stderr,
+            )
+        if self.tracker is None:
+            return
+        tags = {}  # the fdr_baseline tag is set when the run starts (matchzoo.run), before any evaluation
+        for space, real in self.references.items():
+            for file, role in zip(real.files, ("", ".heldout")):
+                tags.update({f"{EVAL_STATS_TAG}/{space}{role}/{k}": v for k, v in file.record().items()})
+        if tags:
+            self.tracker.set_tags(tags)
 
     def on_step(self, trainer, logs: dict[str, float]) -> None:
         if trainer.step % self.every == 0 and trainer.step != self.context.steps:
@@ -188,7 +262,7 @@ class Evaluator(Callback):
         """``eval/<key>/<space>`` of every selected metric and ``eval/fdr_k``, from generated ``(n, D)``
         features per eval space (each space's real side is in :attr:`references`)."""
         rows = {
-            space: compute_row(self.metrics, fake, self.references[space], self.seed)
+            space: compute_row(self.space_metrics.get(space, self.metrics), fake, self.references[space], self.seed)
             for space, fake in features.items()
         }
         metrics = {keys.eval_key(key, space): value for space, row in rows.items() for key, value in row.items()}
@@ -198,15 +272,19 @@ class Evaluator(Callback):
         return metrics
 
     def stability(self, trainer, images: torch.Tensor) -> dict[str, float]:
+        """Per training term, against the real features its minibatches come from (the pool, when one is set);
+        a term trained from statistics alone has no real minibatch to resample and is left out."""
         out = {}
         probe_images = images[: self.context.batch_size]
         for term in trainer.terms:
+            if not stats_files.needs_real_samples(term.objective):
+                continue
             with torch.no_grad():
                 probe = term.space(probe_images)
             out[keys.stability_key(term.space.name)] = matching_stability(
                 term.objective,
                 probe,
-                trainer.real.train(term.space),
+                trainer.real.pool(term.space),
                 resamples=self.stability_resamples,
                 batch_size=self.context.batch_size,
                 seed=self.seed,
@@ -274,6 +352,60 @@ class Checkpointer(Callback):
         self.save(trainer)
 
 
+def fdr_baselines(
+    eval_spaces: Sequence[FeatureSpace],
+    metrics: Sequence[Metric],
+    reference_stats: Optional[str],
+    has_heldout: bool,
+    heldout_source: str,
+) -> dict[str, str]:
+    """``{space: where its FDr denominator comes from}`` (see the module docstring for the order)."""
+    fixed = {name for metric in fdr_metrics(metrics) for name in metric.baselines}
+    folder = None if reference_stats is None else Path(reference_stats).expanduser()
+    sources = {}
+    for space in eval_spaces:
+        beside = (
+            None if folder is None or not folder.is_dir() else stats_files.export_path(folder, space.name, "heldout")
+        )
+        if space.name in fixed:
+            sources[space.name] = "fixed"
+        elif has_heldout:
+            sources[space.name] = heldout_source
+        elif beside is not None and beside.is_file():
+            sources[space.name] = f"heldout_stats:{stats_files.file_sha256(beside)[:16]}"
+        else:
+            sources[space.name] = "none"
+    return sources
+
+
+def fdr_baseline_tag(sources: dict[str, str]) -> dict[str, str]:
+    """The :data:`FDR_BASELINE_TAG` of a run: one source, or ``space=source;...`` when the spaces differ."""
+    if not sources:
+        return {}
+    distinct = set(sources.values())
+    value = distinct.pop() if len(distinct) == 1 else ";".join(f"{k}={v}" for k, v in sources.items())
+    return {FDR_BASELINE_TAG: value}
+
+
+def fdr_metrics(metrics: Sequence[Metric]) -> list[FDr]:
+    """The FDr instances among ``metrics`` (an interval metric holds the one it follows as ``.fdr``)."""
+    found = [m for m in metrics if isinstance(m, FDr)]
+    return found + [m.fdr for m in metrics if isinstance(getattr(m, "fdr", None), FDr)]
+
+
+def with_baseline(metrics: Sequence[Metric], space: str, baseline: float) -> list[Metric]:
+    """``metrics`` with ``baseline`` as the fixed FDr denominator of ``space`` (copies; the originals unchanged)."""
+    out = []
+    for metric in metrics:
+        if isinstance(metric, FDr):
+            metric = FDr({**metric.baselines, space: baseline}, REFERENCE_STATS_OPTION)
+        elif isinstance(getattr(metric, "fdr", None), FDr):
+            metric = copy.copy(metric)
+            metric.fdr = FDr({**metric.fdr.baselines, space: baseline}, REFERENCE_STATS_OPTION)
+        out.append(metric)
+    return out
+
+
 def training_metrics(metrics: Optional[Sequence[Union[str, Metric]]]) -> list[Metric]:
     """Metrics built already are kept in their order; names are built in registry order."""
     if metrics is not None and all(isinstance(metric, Metric) for metric in metrics):
@@ -299,9 +431,16 @@ def evaluator(
     stability_every: Optional[int] = None,
     stability_resamples: Optional[int] = None,
     metrics: Optional[Sequence[str]] = None,
+    reference_stats: Optional[str] = None,
 ) -> Callable[..., Evaluator]:
     """``None``: the ``train.*`` value (``train.eval_every``, ...); ``metrics = None``: the registered metrics
-    that run during training; ``stability_every = 0`` turns matching stability off."""
+    that run during training; ``stability_every = 0`` turns matching stability off; ``reference_stats``: a
+    statistics folder (``<space>.npz`` per eval space) or file the eval spaces are compared with."""
+    if reference_stats is not None and (not isinstance(reference_stats, str) or not reference_stats):
+        raise MatchzooError(
+            f"{REFERENCE_STATS_OPTION} must be a folder written by `matchzoo stats --export` or an npz path, "
+            f"got {reference_stats!r}"
+        )
     every = schedule.eval_every if every is None else check.positive_int("evaluator.every", every)
     if stability_every is not None:
         stability_every = check.non_negative_int("evaluator.stability_every", stability_every)
@@ -315,6 +454,7 @@ def evaluator(
         stability_every=_first(stability_every, schedule.stability_every, every),
         stability_resamples=_first(stability_resamples, schedule.stability_resamples),
         metrics=named_metrics(metrics),
+        reference_stats=reference_stats,
     )
 
 

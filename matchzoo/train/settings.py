@@ -28,7 +28,7 @@ from typing import Any, Callable, Optional, Sequence
 import gin
 import torch
 
-from matchzoo import keys
+from matchzoo import keys, stats_files
 from matchzoo import validate as check
 from matchzoo.data.datasets import ImageDataset
 from matchzoo.errors import MatchzooError
@@ -52,7 +52,7 @@ class ExperimentSetup:
     batch's labels are drawn (``label_sampling``) and whether the real batch matches them (``class_matched_real``),
     and the weights file the generator starts from (``init_from``, None: the seeded initialisation)."""
 
-    dataset: ImageDataset
+    dataset: Optional[ImageDataset]  # None: every term trains from statistics files
     generator: Generator
     terms: list[Term]
     eval_spaces: list[FeatureSpace]
@@ -60,6 +60,8 @@ class ExperimentSetup:
     label_sampling: str = "data"
     class_matched_real: bool = False
     init_from: Optional[str] = None
+    heldout_dataset: Optional[ImageDataset] = None  # the FDr held-out side (all of it); None: the held-out split
+    real_pool_size: Optional[int] = None  # real minibatches from this many train features; None: all of them
 
 
 @dataclass
@@ -124,7 +126,7 @@ class TrackingNames:
 class TrainSettings:
     def __init__(
         self,
-        dataset: ImageDataset = gin.REQUIRED,
+        dataset: Optional[ImageDataset] = None,
         generator: Callable[[], Generator] = gin.REQUIRED,
         terms: Sequence[Term] = gin.REQUIRED,
         eval_spaces: Sequence[FeatureSpace] = (),
@@ -141,6 +143,8 @@ class TrainSettings:
         label_sampling: str = "data",
         class_matched_real: bool = False,
         init_from: Optional[str] = None,
+        heldout_dataset: Optional[ImageDataset] = None,
+        real_pool_size: Optional[int] = None,
         device: str = "auto",
         eval_every: int = 250,
         eval_samples: Optional[int] = None,
@@ -163,10 +167,18 @@ class TrainSettings:
         self.runtime = runtime(device, feature_batch_size, progress, tf32, compile_spaces, num_threads)
         self.tracking = TrackingNames(experiment, run_name, run_dir)
         self.setup = setup(
-            dataset, generator, terms, eval_spaces, seed, labels(label_sampling, class_matched_real), init_from
+            dataset,
+            generator,
+            terms,
+            eval_spaces,
+            seed,
+            labels(label_sampling, class_matched_real),
+            init_from,
+            real_data(heldout_dataset, real_pool_size),
         )
         recipe_options = recipe(lr_schedule, grad_clip_norm, precision)
         self.optimization = optimization(steps, batch_size, optimizer, lr, betas, ema_decay, self.setup, recipe_options)
+        check_pool(self.setup, self.optimization.batch_size)
 
     def __getattr__(self, name: str) -> Any:
         """Flat reads (``settings.steps``) for code that still takes the whole settings, not its part."""
@@ -222,10 +234,70 @@ def init_path(value) -> Optional[str]:
     return value
 
 
-def setup(dataset, generator, terms, eval_spaces, seed, label_options=None, init_from=None) -> ExperimentSetup:
+def real_data(heldout_dataset, real_pool_size) -> dict[str, Any]:
+    """``train.heldout_dataset`` (a dataset or None) and ``train.real_pool_size`` (None or at least 2; its fit to
+    the batch and the dataset is checked once both are known)."""
+    if heldout_dataset is not None:
+        check.instance(
+            "train.heldout_dataset", heldout_dataset, ImageDataset, "a dataset such as @image_folder() or None"
+        )
+    if real_pool_size is not None:
+        real_pool_size = check.integer("train.real_pool_size", real_pool_size, 2)
+    return {"heldout_dataset": heldout_dataset, "real_pool_size": real_pool_size}
+
+
+def image_shape(dataset: ImageDataset) -> tuple[int, ...]:
+    """``(C, H, W)`` of the dataset's first train image (one image is read)."""
+    return tuple(dataset.split("train")[0].shape)
+
+
+def check_real_data(dataset, generator: Generator, terms: Sequence[Term], real_options: dict) -> None:
+    """Without a dataset every term trains from statistics; a held-out dataset has the dataset's image shape."""
+    if dataset is None:
+        stats_files.check_terms_without_dataset(terms)
+        if real_options.get("real_pool_size") is not None:
+            raise MatchzooError(
+                "train.real_pool_size is set but train.dataset = None: there are no real features to pool; "
+                "drop train.real_pool_size or give the dataset"
+            )
+    heldout = real_options.get("heldout_dataset")
+    if heldout is None:
+        return
+    # the images evaluation compares: the dataset's, or without one the generator's own
+    expected = image_shape(dataset) if dataset is not None else tuple(getattr(generator, "image_shape", ()) or ())
+    other = f"train.dataset ({dataset.name})" if dataset is not None else "the generator (train.dataset = None)"
+    if expected and image_shape(heldout) != expected:
+        raise MatchzooError(
+            f"train.heldout_dataset ({heldout.name}) has images of shape {image_shape(heldout)} but {other} has "
+            f"{expected}; give a held-out dataset with the same size and channels (e.g. the same image_folder.size)"
+        )
+
+
+def check_pool(setup: ExperimentSetup, batch_size: int) -> None:
+    """``train.real_pool_size`` holds at least one global batch and at most the train split."""
+    size = setup.real_pool_size
+    if size is None:
+        return
+    if size < batch_size:
+        raise MatchzooError(
+            f"train.real_pool_size = {size} is smaller than train.batch_size = {batch_size}; a pool holds at least "
+            f"one real minibatch: raise it (e.g. 100 x the batch) or lower the batch"
+        )
+    available = len(setup.dataset.split("train"))
+    if size > available:
+        raise MatchzooError(
+            f"train.real_pool_size = {size} exceeds the {available} train images of dataset {setup.dataset.name!r}; "
+            f"drop the binding (every train feature is used) or lower it"
+        )
+
+
+def setup(
+    dataset, generator, terms, eval_spaces, seed, label_options=None, init_from=None, real_options=None
+) -> ExperimentSetup:
     """Seeds the global RNG, then builds the factories in the order the shipped configs bind them (generator,
     terms, eval spaces), so every random initialisation follows ``train.seed`` and nothing else."""
-    dataset = check.instance("train.dataset", dataset, ImageDataset, "a dataset such as @digits()")
+    if dataset is not None:
+        dataset = check.instance("train.dataset", dataset, ImageDataset, "a dataset such as @digits() (or None)")
     init_from = init_path(init_from)
     check.instances("train.terms", terms, object, "loss terms", TERMS_EXAMPLE)  # a list, no strings in it
     check.instances("train.eval_spaces", eval_spaces, object, "feature spaces", SPACES_EXAMPLE)
@@ -248,8 +320,17 @@ def setup(dataset, generator, terms, eval_spaces, seed, label_options=None, init
         "feature spaces",
         SPACES_EXAMPLE,
     )
+    real_options = real_options or {}
+    check_real_data(dataset, built_generator, built_terms, real_options)
     return ExperimentSetup(
-        dataset, built_generator, built_terms, built_spaces, seed, **(label_options or {}), init_from=init_from
+        dataset,
+        built_generator,
+        built_terms,
+        built_spaces,
+        seed,
+        **(label_options or {}),
+        init_from=init_from,
+        **real_options,
     )
 
 

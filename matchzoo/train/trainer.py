@@ -6,6 +6,12 @@ every term's space -> objective against a real minibatch -> backward -> gradient
 ``train.precision = 'bf16'`` the generator and the spaces run under ``torch.autocast`` (bfloat16); features
 are cast back to float32 before the objectives, whose statistics stay float32/float64.
 
+A term whose objective trains from statistics alone (``fd.reference_stats``; ``needs_real_samples`` False) gets
+``real=None`` and no real features are extracted for it; with ``train.dataset = None`` every term must be one.
+With ``train.real_pool_size`` real minibatches come from a fixed pool of train features (and class-matched ones
+from the pooled items of each class), while ``prepare_reference`` still sees every train feature
+(:mod:`matchzoo.train.features`).
+
 Everything else -- evaluation, checkpoints, MLflow -- is a callback (:mod:`matchzoo.train.callbacks`).
 """
 
@@ -18,13 +24,13 @@ from typing import Any, Optional, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from matchzoo import keys, signals
+from matchzoo import keys, signals, stats_files
 from matchzoo.errors import MatchzooError
 from matchzoo.generators.base import check_generator_output
 from matchzoo.train import distributed, init_from
 from matchzoo.train.ema import EMA
 from matchzoo.train.features import RealFeatures
-from matchzoo.train.labels import LabelSource
+from matchzoo.train.real_labels import PoolLabels, label_source
 from matchzoo.train.settings import Runtime, TrainSettings
 
 TRAIN_LR, TRAIN_GRAD_NORM = "train/lr", "train/grad_norm"  # the learning rate of the step, the gradient norm
@@ -72,7 +78,7 @@ class Trainer:
                 f"divisible by the {self.dist.world_size} processes"
             )
         self.local_batch = optimization.batch_size // self.dist.world_size
-        self.labels = LabelSource(setup.generator, setup.dataset, setup.label_sampling, setup.class_matched_real)
+        self.labels = label_source(setup)
         self.generator = setup.generator.to(self.device)
         self.init_from_sha256: Optional[str] = None  # SHA-256 of the train.init_from file loaded by this process
         if setup.init_from is not None and not resuming:
@@ -88,6 +94,8 @@ class Trainer:
         for term in self.terms:
             term.space.to(self.device)
             term.objective.to(self.device)
+            if hasattr(term.objective, "use_space"):  # a statistics file is checked against its space, before step 0
+                term.objective.use_space(term.space)
         self.optimizer = optimization.build_optimizer(self.generator.parameters())
         self.schedule = optimization.build_schedule(self.optimizer)
         self.grad_clip_norm, self.precision = optimization.grad_clip_norm, optimization.precision
@@ -97,7 +105,18 @@ class Trainer:
         # per-rank noise and real minibatches; the global RNG (objectives' own randomness) is identical on all ranks
         self.noise_rng = torch.Generator().manual_seed(setup.seed + 1 + 1000 * self.dist.rank)
         self.real_rng = torch.Generator().manual_seed(setup.seed + 2 + 1000 * self.dist.rank)
-        self.real = RealFeatures(setup.dataset, runtime.feature_batch_size, self.device, runtime.progress)
+        self.real = RealFeatures(
+            setup.dataset,
+            runtime.feature_batch_size,
+            self.device,
+            runtime.progress,
+            heldout_dataset=setup.heldout_dataset,
+            pool_size=setup.real_pool_size,
+            pool_seed=setup.seed,
+        )
+        self.pool_labels = PoolLabels(self.labels, setup.dataset, self.real.pool_index(), setup.real_pool_size)
+        # the images every term's space sees: the dataset's, or (training from statistics) the generator's own
+        self.image_shape = self.real.image_shape or getattr(setup.generator, "image_shape", None)
         self.callbacks = list(callbacks)
         self.step = 0
 
@@ -125,20 +144,23 @@ class Trainer:
         )
 
     def prepare(self) -> None:
-        """Real training features per term space (once), handed to each objective as its reference."""
+        """Real training features per term space (once), handed to each objective as its reference -- every train
+        feature, with or without a pool; none for an objective that trains from statistics alone."""
         for term in self.terms:
-            term.objective.prepare_reference(self.real.train(term.space))
+            if stats_files.needs_real_samples(term.objective):
+                term.objective.prepare_reference(self.real.train(term.space))
         self.critic_optimizers = [self._critic_optimizer(term.objective) for term in self.terms]
 
     def sample_real(self, term, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         """A global real minibatch: each rank draws its shard, all ranks see the concatenation. With
         ``train.class_matched_real`` item i of the shard has class ``labels[i]`` (the local fake labels)."""
-        pool = self.real.train(term.space)
+        pool = self.real.pool(term.space)
         if labels is not None and self.labels.class_matched:
-            index = self.labels.real_indices(labels, self.real_rng)
+            index = self.pool_labels.real_indices(labels, self.real_rng)
         else:
             index = torch.randint(pool.shape[0], (self.local_batch,), generator=self.real_rng)
-        return distributed.gather(pool[index.to(pool.device)])
+        # a pool too large for the device stays on the CPU: the minibatch is gathered there, then copied over
+        return distributed.gather(pool[index.to(pool.device)].to(self.device))
 
     def autocast(self):
         """bfloat16 autocast on the trainer's device for ``train.precision = 'bf16'``; nothing for 'fp32'."""
@@ -167,15 +189,16 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         noise, labels = self.sample_inputs()
         images = self.generate(noise, labels)
-        if self.step == 0:
-            check_generator_output(images, self.real.image_shape, type(self.generator).__name__)
+        if self.step == 0 and self.image_shape is not None:
+            check_generator_output(images, self.image_shape, type(self.generator).__name__)
         total = torch.zeros((), device=self.device)
         logs: dict[str, float] = {}
         for term, critic_optimizer in zip(self.terms, self.critic_optimizers):
             fake = self.features(term, images)
             if critic_optimizer is not None:
                 logs.update(self.critic_update(term, critic_optimizer, fake.detach(), labels))
-            out = term.objective(fake, self.sample_real(term, labels))
+            real = self.sample_real(term, labels) if stats_files.needs_real_samples(term.objective) else None
+            out = term.objective(fake, real)
             if not torch.isfinite(out.loss):
                 raise NonFiniteError(
                     f"loss of term {term.name} (objective {type(term.objective).__name__}, space "
