@@ -205,7 +205,7 @@ def staged_step(trainer: Trainer, watch: Stopwatch) -> None:
 
 def spaces_alone(trainer: Trainer) -> None:
     """The baseline: every training space's forward and backward on a batch of images, nothing else."""
-    images = torch.rand(trainer.local_batch, *trainer.real.image_shape, device=trainer.device) * 2 - 1
+    images = torch.rand(trainer.local_batch, *trainer.image_shape, device=trainer.device) * 2 - 1
     images.requires_grad_(True)
     for term in trainer.terms:
         trainer.features(term, images).sum().backward()

@@ -84,6 +84,15 @@ def add_device(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_workers(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workers",
+        type=check.option(check.non_negative_int, 64),
+        default=0,
+        help="DataLoader processes decoding images; 0 = the main process (default 0)",
+    )
+
+
 def add_cache_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cache_dir", default=None, help="reference feature cache (default: $MATCHZOO_CACHE_DIR or runs/cache)"

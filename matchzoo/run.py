@@ -458,6 +458,7 @@ ADDED_DEFAULTS = {
     # labels, post-training and the training recipe (issue 13), at the values that reproduce the runs before them
     "train.label_sampling": "data",
     "train.class_matched_real": False,
+    "train.per_class_matching": False,
     "train.init_from": None,
     "train.grad_clip_norm": None,
     "train.precision": "fp32",

@@ -76,7 +76,7 @@ def test_eight_concurrent_writers_lose_no_metric_and_sigterm_stops_the_server(is
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     server = subprocess.Popen(
         # two server processes: the writes still meet in one sqlite file from several processes
-        [sys.executable, "-m", "matchzoo", "server", "--store", "store", "--port", str(port), "--workers", "2"],
+        [sys.executable, "-m", "matchzoo", "server", "--store", "store", "--port", str(port), "--server_workers", "2"],
         cwd=isolated_runs,
         env=env,
         stderr=subprocess.PIPE,

@@ -24,17 +24,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     cli_args.add_port(parser)
     parser.add_argument(
-        "--workers",
+        "--server_workers",
         type=option(integer, 1, 64),
         default=4,
-        help="server processes answering the writers (default 4, as mlflow)",
+        help="mlflow server processes answering the writers (its --workers; default 4)",
     )
     cli_args.add_dry_run(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     store = tracking_server.backend_store(args.store)
-    cmd = tracking_server.command(store, args.host, args.port, args.workers)
+    cmd = tracking_server.command(store, args.host, args.port, args.server_workers)
     if args.dry_run:
         print(" ".join(cmd))
         return 0

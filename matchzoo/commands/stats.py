@@ -9,6 +9,11 @@ and ``evaluate`` then reuse the file. The work is :func:`matchzoo.data.cache.loa
 space/dataset fingerprints; :mod:`matchzoo.stats_files`): ``DIR/<space>.npz`` for the train split (what
 ``fd.reference_stats`` and the other reference options read), ``DIR/<space>.<split>.npz`` for other splits.
 Existing files are kept unless ``--force``; the check runs before any extraction.
+
+``--workers N``: DataLoader processes decode the images. Under ``torchrun --nproc_per_node=W -m matchzoo stats``
+every rank extracts a contiguous shard of each split and the float64 moments are merged
+(:mod:`matchzoo.torchrun`, :func:`matchzoo.data.cache.load_or_build`): the cache file holds the features one
+process extracts and statistics equal to its statistics to round-off; rank 0 alone prints and writes files.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--splits", default="train,heldout", help="comma-separated splits (default: train,heldout)")
     cli_args.add_batch_size(parser)
     cli_args.add_device(parser)
+    cli_args.add_workers(parser)
     cli_args.add_cache_dir(parser)
     cli_args.add_progress(parser)
     parser.add_argument(
@@ -40,8 +46,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from matchzoo.torchrun import command_ranks
+
+    with command_ranks(args.device) as ranks:
+        return _stats(args, ranks)
+
+
+def _stats(args: argparse.Namespace, ranks) -> int:
+    """The command on one rank (every rank runs it, in the same order; ``ranks.main`` prints and writes)."""
     from matchzoo import stats_files
-    from matchzoo.data.cache import cache_path, load_or_build
+    from matchzoo.data.cache import cache_path, load_or_build, on_rank_zero
     from matchzoo.errors import MatchzooError
     from matchzoo.spaces.resolve import check_weights, option_requests
 
@@ -55,9 +69,8 @@ def run(args: argparse.Namespace) -> int:
     if args.force and args.export is None:
         raise MatchzooError("--force only applies to --export DIR; add --export or drop --force")
     if args.export is not None:  # before minutes of extraction, not after
-        stats_files.check_writable(
-            [stats_files.export_path(args.export, name, split) for name in names for split in splits], args.force
-        )
+        targets = [stats_files.export_path(args.export, name, split) for name in names for split in splits]
+        on_rank_zero(lambda: stats_files.check_writable(targets, args.force))
     make_space = cli_args.space_maker(per_space)
     for name in names:
         space = make_space(name)
@@ -68,20 +81,25 @@ def run(args: argparse.Namespace) -> int:
                 dataset,
                 split,
                 batch_size=args.batch_size,
-                device=args.device,
+                device=ranks.device,
                 cache_dir=args.cache_dir,
                 progress=not args.no_progress,
+                workers=args.workers,
             )
             n, dim = record["features"].shape
             state = "built" if built else "reused"
-            print(
-                f"{name:<18} {args.dataset}/{split:<8} n={n:<6} dim={dim:<5} tr(cov)={record['cov'].trace():.4g}  "
-                f"{state}  {path}"
-            )
+            if ranks.main:
+                print(
+                    f"{name:<18} {args.dataset}/{split:<8} n={n:<6} dim={dim:<5} "
+                    f"tr(cov)={record['cov'].trace():.4g}  {state}  {path}"
+                )
             if args.export is not None:
                 target = stats_files.export_path(args.export, name, split)
-                stats_files.write_stats(
-                    target, record["mean"], record["cov"], n, space, dataset, split, force=args.force
+                on_rank_zero(
+                    lambda: stats_files.write_stats(
+                        target, record["mean"], record["cov"], n, space, dataset, split, force=args.force
+                    )
                 )
-                print(f"{'':<18} exported {target}")
+                if ranks.main:
+                    print(f"{'':<18} exported {target}")
     return 0

@@ -7,6 +7,15 @@ the split and a SHA-256 of the feature bytes. A file that cannot be read, whose 
 differ, or whose checksum or shapes are wrong is reported with a warning and rebuilt — never used.
 Writes are atomic (temporary file in the same directory + ``os.replace``).
 
+Under ``torchrun``, inside :func:`matchzoo.data.sharding.all_ranks` (the ``stats`` and ``evaluate`` commands),
+every rank calls :func:`load_or_build` in the same order and the ranks act as one: they reuse the file only if
+every rank can (a cache folder that is not shared by every node is rebuilt, with a warning); otherwise each rank
+extracts its shard of the images, the features are gathered in dataset order (the same float32 rows as one
+process), the float64 moments of the shards are merged (:class:`~matchzoo.data.sharding.Moments`; equal to one
+process's statistics to round-off) and broadcast from rank 0 so every rank holds the same bytes; rank 0 alone
+writes the file and every rank waits for the write, so none reads a file that is not there yet. A user error on
+rank 0 (an unwritable folder) is raised on every rank, in the same line.
+
 The cache directory is ``cache_dir`` if given, else ``$MATCHZOO_CACHE_DIR``, else ``runs/cache``.
 """
 
@@ -16,11 +25,13 @@ import hashlib
 import os
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
+import torch.distributed as dist
 
 from matchzoo.atomic import WriteFailed, torch_save_atomic
+from matchzoo.data import sharding
 from matchzoo.data.datasets import ImageDataset
 from matchzoo.data.features import extract_features
 from matchzoo.errors import MatchzooError
@@ -72,19 +83,72 @@ def _problem(record: object, space: FeatureSpace, dataset: ImageDataset, split: 
     return None
 
 
-def _load(path: Path, space: FeatureSpace, dataset: ImageDataset, split: str) -> Optional[dict]:
+def _read(path: Path, space: FeatureSpace, dataset: ImageDataset, split: str) -> tuple[Optional[dict], Optional[str]]:
+    """``(record, None)`` for a valid file, ``(None, why)`` for an unusable one, ``(None, None)`` when absent."""
     if not path.is_file():
-        return None
+        return None, None
     try:
         record = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated zip, garbage bytes, pickle errors: all mean "corrupt"
-        problem = f"unreadable ({type(error).__name__})"
-    else:
-        problem = _problem(record, space, dataset, split)
-        if problem is None:
-            return record
-    warnings.warn(f"reference cache {path} is unusable ({problem}); rebuilding it", CacheRebuildWarning, stacklevel=4)
-    return None
+        return None, f"unreadable ({type(error).__name__})"
+    problem = _problem(record, space, dataset, split)
+    return (record, None) if problem is None else (None, problem)
+
+
+def _usable_everywhere(record: Optional[dict], problem: Optional[str], path: Path, together: bool) -> bool:
+    """Whether to reuse the file: here, or (``together``) on every rank; an unusable file is reported once."""
+    usable = record is not None
+    if together:
+        flag = torch.tensor([int(usable)], device=sharding.communication_device())
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        everywhere = bool(flag.item())
+        if sharding.rank_and_world()[0] != 0:
+            return everywhere
+        if usable and not everywhere:
+            problem = "valid here but missing or unusable on another rank: is the cache folder shared by every node?"
+        usable = everywhere
+    if problem is not None:
+        message = f"reference cache {path} is unusable ({problem}); rebuilding it"
+        warnings.warn(message, CacheRebuildWarning, stacklevel=4)
+    return usable
+
+
+def on_rank_zero(action: Callable[[], None]) -> None:
+    """``action()`` on rank 0 alone while the other ranks wait for it, inside a collective block
+    (:func:`matchzoo.data.sharding.collective`); a :class:`MatchzooError` it raises is raised on every rank with
+    the same line, so no rank is left waiting for a peer that stopped. Elsewhere simply ``action()``."""
+    if not sharding.collective():
+        action()
+        return
+    outcome: list[Optional[str]] = [None]
+    error: Optional[BaseException] = None
+    if sharding.rank_and_world()[0] == 0:
+        try:
+            action()
+        except MatchzooError as failure:
+            outcome[0] = str(failure)
+        except Exception as failure:  # a bug: rank 0 keeps its traceback, the others learn that it stopped
+            outcome[0], error = f"rank 0 failed: {type(failure).__name__}: {failure}", failure
+    dist.broadcast_object_list(outcome, src=0)
+    if error is not None:
+        raise error
+    if outcome[0] is not None:
+        raise MatchzooError(outcome[0])
+
+
+def _statistics(features: torch.Tensor, batch_size: int, together: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """float64 mean and unbiased covariance of ``features`` ``(N, D)``; ``together``: each rank summarises its own
+    shard (the rows it extracted) and the moments are merged, then rank 0's result is broadcast."""
+    if not together:
+        return mean_cov(features)
+    rank, world = sharding.rank_and_world()
+    bounds = sharding.shard_bounds(features.shape[0], world, batch_size)  # the shards extract_features cut
+    moments = sharding.Moments.of(features[bounds[rank] : bounds[rank + 1]]).all_reduce()
+    device = sharding.communication_device()
+    mean, cov = moments.mean.to(device), moments.covariance().to(device)
+    dist.broadcast(mean, src=0)  # the same bytes on every rank, whatever the backend's reduction order
+    dist.broadcast(cov, src=0)
+    return mean.cpu(), cov.cpu()
 
 
 def writable_cache_dir(directory: Path) -> Path:
@@ -118,9 +182,10 @@ def reference_record(
     device: str | torch.device = "cpu",
     cache_dir: Optional[str | Path] = None,
     progress: bool = True,
+    workers: int = 0,
 ) -> dict:
     """The cached record (features + float64 statistics) for this space/dataset/split; built if needed."""
-    return load_or_build(space, dataset, split, batch_size, device, cache_dir, progress)[0]
+    return load_or_build(space, dataset, split, batch_size, device, cache_dir, progress, workers)[0]
 
 
 def load_or_build(
@@ -131,14 +196,18 @@ def load_or_build(
     device: str | torch.device = "cpu",
     cache_dir: Optional[str | Path] = None,
     progress: bool = True,
+    workers: int = 0,
 ) -> tuple[dict, bool]:
-    """``(record, built)``: ``built`` is False when a valid cache file was reused."""
+    """``(record, built)``: ``built`` is False when a valid cache file was reused. ``workers``: DataLoader
+    processes decoding images. Inside :func:`matchzoo.data.sharding.all_ranks` under ``torchrun`` it is a
+    collective (every rank calls it, in the same order) and every rank returns the same record."""
     dataset.check_split(split)
     path = cache_path(space, dataset, split, cache_dir)
-    record = _load(path, space, dataset, split)
-    if record is not None:
+    together = sharding.collective()
+    record, problem = _read(path, space, dataset, split)
+    if _usable_everywhere(record, problem, path, together):
         return record, False
-    writable_cache_dir(path.parent)
+    on_rank_zero(lambda: writable_cache_dir(path.parent))  # checked before minutes of extraction
     features = extract_features(
         space,
         dataset.split(split),
@@ -146,8 +215,10 @@ def load_or_build(
         device=device,
         desc=f"{dataset.name}/{split} in {space.name}",
         progress=progress,
-    )  # (N, D) f32
-    mean, cov = mean_cov(features)  # float64
+        workers=workers,
+        shard=together,
+    )  # (N, D) f32, all rows on every rank
+    mean, cov = _statistics(features, batch_size, together)  # float64
     record = {
         "format": FORMAT_VERSION,
         "space": space.name,
@@ -160,7 +231,7 @@ def load_or_build(
         "cov": cov,
         "features_sha256": tensor_sha256(features),
     }
-    _atomic_save(record, path)
+    on_rank_zero(lambda: _atomic_save(record, path))  # the others wait: the file exists when any rank returns
     return record, True
 
 
@@ -172,9 +243,10 @@ def reference_features(
     device: str | torch.device = "cpu",
     cache_dir: Optional[str | Path] = None,
     progress: bool = True,
+    workers: int = 0,
 ) -> torch.Tensor:
     """float32 features (N, dim) on CPU of every image in ``dataset.split(split)``, cached on disk."""
-    return reference_record(space, dataset, split, batch_size, device, cache_dir, progress)["features"]
+    return reference_record(space, dataset, split, batch_size, device, cache_dir, progress, workers)["features"]
 
 
 def reference_stats(
@@ -185,7 +257,8 @@ def reference_stats(
     device: str | torch.device = "cpu",
     cache_dir: Optional[str | Path] = None,
     progress: bool = True,
+    workers: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """float64 mean (dim,) and unbiased covariance (dim, dim) of the cached reference features."""
-    record = reference_record(space, dataset, split, batch_size, device, cache_dir, progress)
+    record = reference_record(space, dataset, split, batch_size, device, cache_dir, progress, workers)
     return record["mean"], record["cov"]

@@ -59,6 +59,7 @@ class ExperimentSetup:
     seed: int
     label_sampling: str = "data"
     class_matched_real: bool = False
+    per_class_matching: bool = False  # each term's loss summed class by class (matchzoo.train.per_class)
     init_from: Optional[str] = None
     heldout_dataset: Optional[ImageDataset] = None  # the FDr held-out side (all of it); None: the held-out split
     real_pool_size: Optional[int] = None  # real minibatches from this many train features; None: all of them
@@ -142,6 +143,7 @@ class TrainSettings:
         precision: str = "fp32",
         label_sampling: str = "data",
         class_matched_real: bool = False,
+        per_class_matching: bool = False,
         init_from: Optional[str] = None,
         heldout_dataset: Optional[ImageDataset] = None,
         real_pool_size: Optional[int] = None,
@@ -172,7 +174,7 @@ class TrainSettings:
             terms,
             eval_spaces,
             seed,
-            labels(label_sampling, class_matched_real),
+            labels(label_sampling, class_matched_real, per_class_matching),
             init_from,
             real_data(heldout_dataset, real_pool_size),
         )
@@ -214,13 +216,20 @@ def runtime(device, feature_batch_size, progress, tf32, compile_spaces, num_thre
     )
 
 
-def labels(label_sampling, class_matched_real) -> dict[str, Any]:
-    """``train.label_sampling`` and ``train.class_matched_real``, checked (their fit to the generator and the
-    dataset is checked once both exist, :func:`matchzoo.train.labels.check_labelled`)."""
-    return {
+def labels(label_sampling, class_matched_real, per_class_matching=False) -> dict[str, Any]:
+    """``train.label_sampling``, ``train.class_matched_real`` and ``train.per_class_matching``, checked (their fit
+    to the generator and the dataset is checked once both exist, :func:`matchzoo.train.labels.check_labelled`)."""
+    options = {
         "label_sampling": check.choice("train.label_sampling", label_sampling, LABEL_SAMPLING),
         "class_matched_real": check.instance("train.class_matched_real", class_matched_real, bool, "True or False"),
+        "per_class_matching": check.instance("train.per_class_matching", per_class_matching, bool, "True or False"),
     }
+    if options["per_class_matching"] and not options["class_matched_real"]:
+        raise MatchzooError(
+            "train.per_class_matching = True compares each class's fakes with real items of that class; "
+            "set train.class_matched_real = True too"
+        )
+    return options
 
 
 def init_path(value) -> Optional[str]:

@@ -30,6 +30,7 @@ from matchzoo.generators.base import check_generator_output
 from matchzoo.train import distributed, init_from
 from matchzoo.train.ema import EMA
 from matchzoo.train.features import RealFeatures
+from matchzoo.train.per_class import check_objective, per_class_loss
 from matchzoo.train.real_labels import PoolLabels, label_source
 from matchzoo.train.settings import Runtime, TrainSettings
 
@@ -90,6 +91,10 @@ class Trainer:
             device_ids = [self.device] if self.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.generator, device_ids=device_ids)
         self.terms = setup.terms
+        self.per_class_matching = setup.per_class_matching
+        if self.per_class_matching:
+            for term in self.terms:
+                check_objective(term)
         self._configure_gpu_path(runtime)
         for term in self.terms:
             term.space.to(self.device)
@@ -198,7 +203,10 @@ class Trainer:
             if critic_optimizer is not None:
                 logs.update(self.critic_update(term, critic_optimizer, fake.detach(), labels))
             real = self.sample_real(term, labels) if stats_files.needs_real_samples(term.objective) else None
-            out = term.objective(fake, real)
+            if self.per_class_matching:  # labels of the global batch: fake item i and real item i share them
+                out = per_class_loss(term.objective, fake, real, distributed.gather(labels.to(self.device)))
+            else:
+                out = term.objective(fake, real)
             if not torch.isfinite(out.loss):
                 raise NonFiniteError(
                     f"loss of term {term.name} (objective {type(term.objective).__name__}, space "
