@@ -11,8 +11,15 @@ For every run (filtered by experiment and/or the ``sweep`` tag; compare's own su
 * **stability** of a run = ``eval/stability/<space>`` averaged over its train spaces (tag ``train_space``,
   comma-joined for multi-term runs); over every logged stability space only when the tag is missing.
 
-and writes ``comparison.md`` (an objective x train-space pivot of FDr^k and stability, then one row per
-run), ``comparison.csv``, ``stability_vs_fdrk.png`` (one labelled point per run,
+Intervals: a run that logged them (``eval/fdr_k_low``/``_high``, ``eval/fd_low/<space>``, ...; see
+:mod:`matchzoo.metrics.intervals`) shows ``1.23 [1.10, 1.40]``; ``fdr_unseen`` (:mod:`matchzoo.metrics.summary`)
+is the logged value, else the mean final FDr over the eval spaces not in the run's ``train_space`` tag (no
+interval then); spaces whose FDr interval lies wholly below 1 are listed with ``*``. Runs sharing a
+``sweep_group`` tag (``sweep --seeds``) are aggregated over seeds as mean ± the half-width of a
+``t``-interval (95%, ``n - 1`` degrees of freedom; ``n`` stated; one seed gives no interval).
+
+and writes ``comparison.md`` (an objective x train-space pivot of FDr^k and stability, the seed groups, then one
+row per run), ``comparison.csv``, ``stability_vs_fdrk.png`` (one labelled point per run,
 colour = objective, marker = train space) and ``fdrk_over_steps.png``. Runs still RUNNING or FAILED are
 listed with their status (and whatever metrics they logged) but only runs with both numbers are plotted.
 """
@@ -34,6 +41,9 @@ from matchzoo.tracking import search_all_runs
 FD, FD_TO_HELDOUT, FDR = (keys.eval_prefix(q) for q in (keys.FD, keys.FD_TO_HELDOUT, keys.FDR))
 FDRK, STABILITY = keys.FDRK, keys.STABILITY_PREFIX
 PER_SPACE = (FD, FD_TO_HELDOUT, FDR)  # per-space FD columns of the CSV, in this order
+FD_LOW, FD_HIGH, BELOW_ONE = (keys.eval_prefix(q) for q in (keys.FD_LOW, keys.FD_HIGH, keys.FDR_BELOW_ONE))
+INTERVAL_PER_SPACE = (FD_LOW, FD_HIGH, keys.eval_prefix(keys.FDR_LOW), keys.eval_prefix(keys.FDR_HIGH), BELOW_ONE)
+SEED_LEVEL = 0.95  # the t-interval over seeds
 
 
 @dataclass
@@ -45,6 +55,8 @@ class RunSummary:
     objective: str
     train_space: str
     sweep: str
+    group: str = ""  # tag sweep_group: the sweep cell without its seed ("" outside `sweep --seeds`)
+    seed: str = ""
     final: dict[str, float] = field(default_factory=dict)  # metric key -> last logged value
     mean: dict[str, float] = field(default_factory=dict)  # eval/fdr_k, eval/stability/* -> mean over history
     fdrk_history: list[tuple[int, float]] = field(default_factory=list)  # (step, FDr^k)
@@ -64,6 +76,28 @@ class RunSummary:
     @property
     def label(self) -> str:
         return f"{self.objective}@{self.train_space}"
+
+    def interval(self, key: str) -> Optional[tuple[float, float]]:
+        """The logged interval of ``eval/<quantity>`` (``eval/fdr_k``) or ``eval/<quantity>/<space>``."""
+        quantity, _, space = key[len(keys.EVAL_PREFIX) :].partition("/")
+        low, high = (keys.EVAL_PREFIX + quantity + end + ("/" + space if space else "") for end in ("_low", "_high"))
+        if low in self.final and high in self.final:
+            return self.final[low], self.final[high]
+        return None
+
+    def fdr_unseen(self) -> Optional[float]:
+        """Logged ``eval/fdr_unseen``, else the mean final FDr over the eval spaces not in ``train_space``."""
+        if keys.FDR_UNSEEN in self.final:
+            return self.final[keys.FDR_UNSEEN]
+        if "?" in self.train_spaces or not self.train_spaces:
+            return None
+        fdr = {k[len(FDR) :]: v for k, v in self.final.items() if k.startswith(FDR)}
+        unseen = [v for space, v in fdr.items() if space not in self.train_spaces]
+        return sum(unseen) / len(unseen) if unseen else None
+
+    def below_one(self) -> list[str]:
+        """Spaces whose final FDr interval lies wholly below 1."""
+        return sorted(k[len(BELOW_ONE) :] for k, v in self.final.items() if k.startswith(BELOW_ONE) and v >= 0.5)
 
 
 # ----------------------------------------------------------------------------- reading MLflow
@@ -107,6 +141,8 @@ def _summarize(client, run, experiments: dict) -> RunSummary:
         objective=tags.get(keys.OBJECTIVE_TAG, "?"),
         train_space=tags.get(keys.TRAIN_SPACE_TAG, "?"),
         sweep=tags.get(SWEEP_TAG, ""),
+        group=tags.get(keys.GROUP_TAG, ""),
+        seed=tags.get(keys.SEED_TAG, ""),
         final=keys.upgrade_metrics(evaluation, tags),
     )
     for key in summary.final:
@@ -138,16 +174,30 @@ def table_rows(runs: Sequence[RunSummary]) -> list[dict[str, object]]:
             "status": run.status,
             "step": run.last_step,
             "fdr_k": run.final.get(FDRK),
+            "fdr_k_low": run.final.get(keys.FDRK_LOW),
+            "fdr_k_high": run.final.get(keys.FDRK_HIGH),
             "fdr_k_mean": run.mean.get(FDRK),
+            "fdr_unseen": run.fdr_unseen(),
+            "fdr_unseen_low": run.final.get(keys.FDR_UNSEEN_LOW),
+            "fdr_unseen_high": run.final.get(keys.FDR_UNSEEN_HIGH),
+            "fdr_below_one": ",".join(run.below_one()),
             "stability": run.stability("final"),
             "stability_mean": run.stability("mean"),
         }
         for space in eval_spaces:
             row.update({prefix[len(keys.EVAL_PREFIX) :] + space: run.final.get(prefix + space) for prefix in PER_SPACE})
+            row.update(
+                {
+                    prefix[len(keys.EVAL_PREFIX) :] + space: run.final[prefix + space]
+                    for prefix in INTERVAL_PER_SPACE
+                    if prefix + space in run.final
+                }
+            )
         for space in stability_spaces:
             row[f"stability/{space}"] = run.final.get(STABILITY + space)
             row[f"stability_mean/{space}"] = run.mean.get(STABILITY + space)
         row.update({"run_name": run.run_name, "run_id": run.run_id, "experiment": run.experiment, "sweep": run.sweep})
+        row.update({"sweep_group": run.group, "sweep_seed": run.seed})
         rows.append(row)
     return rows
 
@@ -160,12 +210,18 @@ def _number(value: object) -> str:
     return str(value)
 
 
+def _with_interval(value: Optional[float], interval: Optional[tuple[float, float]]) -> object:
+    if value is None or interval is None:
+        return value
+    return f"{_number(value)} [{_number(interval[0])}, {_number(interval[1])}]"
+
+
 def markdown_table(runs: Sequence[RunSummary]) -> str:
     """Objective x train space with FDr^k and stability (final / mean over training) and FD to the reference
     per eval space."""
     fd_spaces = spaces_of(runs, FD)
     header = ["objective", "train space", "status", "step", "FDr^k", "FDr^k (mean)", "stability", "stability (mean)"]
-    header += [f"FD {space}" for space in fd_spaces] + ["run"]
+    header += ["fdr_unseen", "FDr < 1 *"] + [f"FD {space}" for space in fd_spaces] + ["run"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for run, row in zip(runs, table_rows(runs)):
         cells = [
@@ -173,11 +229,13 @@ def markdown_table(runs: Sequence[RunSummary]) -> str:
             row["train_space"],
             row["status"],
             row["step"],
-            row["fdr_k"],
+            _with_interval(row["fdr_k"], run.interval(FDRK)),
             row["fdr_k_mean"],
             row["stability"],
             row["stability_mean"],
-            *[row[f"fd/{s}"] for s in fd_spaces],
+            _with_interval(row["fdr_unseen"], run.interval(keys.FDR_UNSEEN)),
+            " ".join(f"{space}*" for space in run.below_one()) or "–",
+            *[_with_interval(row[f"fd/{s}"], run.interval(FD + s)) for s in fd_spaces],
             run.run_name,
         ]
         lines.append("| " + " | ".join(_number(c) for c in cells) + " |")
@@ -202,11 +260,81 @@ def pivot_table(runs: Sequence[RunSummary]) -> str:
             members = cells.get((objective, space), [])
             fdrk = [r.final[FDRK] for r in members]
             stability = [v for v in (r.stability() for r in members) if v is not None]
-            text = _number(sum(fdrk) / len(fdrk)) if fdrk else "–"
+            text = _mean_interval(fdrk) if fdrk else "–"
             if stability:
                 text += f" ({_number(sum(stability) / len(stability))})"
             row.append(text)
         lines.append(f"| {objective} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- seeds
+
+
+def t_interval(values: Sequence[float], level: float = SEED_LEVEL) -> tuple[float, Optional[float]]:
+    """``(mean, half-width)`` of the ``level`` Student-t interval over ``values`` (independent seeds); the
+    half-width is ``None`` for one value (no spread to estimate)."""
+    from scipy.stats import t
+
+    count = len(values)
+    mean = sum(values) / count
+    if count < 2:
+        return mean, None
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (count - 1))
+    return mean, float(t.ppf((1.0 + level) / 2.0, count - 1)) * sd / math.sqrt(count)
+
+
+def _mean_interval(values: Sequence[float]) -> str:
+    mean, half = t_interval(values)
+    return _number(mean) if half is None else f"{_number(mean)} ± {_number(half)} (n={len(values)})"
+
+
+def seed_groups(runs: Sequence[RunSummary]) -> dict[str, list[RunSummary]]:
+    """FINISHED runs with a ``sweep_group`` tag, by group."""
+    groups: dict[str, list[RunSummary]] = {}
+    for run in runs:
+        if run.group and run.status == "FINISHED" and FDRK in run.final:
+            groups.setdefault(run.group, []).append(run)
+    return groups
+
+
+def group_rows(runs: Sequence[RunSummary]) -> list[dict[str, object]]:
+    """One dict per seed group: mean and t half-width over seeds of FDr^k, fdr_unseen and stability."""
+    rows = []
+    for group, members in sorted(seed_groups(runs).items()):
+        row: dict[str, object] = {
+            "sweep_group": group,
+            "objective": members[0].objective,
+            "train_space": members[0].train_space,
+            "seeds": ",".join(sorted(r.seed for r in members)),
+            "n": len(members),
+        }
+        for name, values in (
+            ("fdr_k", [r.final[FDRK] for r in members]),
+            ("fdr_unseen", [v for v in (r.fdr_unseen() for r in members) if v is not None]),
+            ("stability", [v for v in (r.stability() for r in members) if v is not None]),
+        ):
+            mean, half = t_interval(values) if values else (None, None)
+            row.update({name: mean, f"{name}_half_width": half, f"{name}_n": len(values)})
+        rows.append(row)
+    return rows
+
+
+def groups_table(runs: Sequence[RunSummary]) -> str:
+    """Markdown: one row per seed group, mean ± 95% t half-width over its seeds."""
+    rows = group_rows(runs)
+    if not rows:
+        return ""
+    lines = [
+        "| sweep group | objective | train space | seeds (n) | FDr^k | fdr_unseen | stability |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        cells = [row["sweep_group"], row["objective"], row["train_space"], f"{row['seeds']} ({row['n']})"]
+        for name in ("fdr_k", "fdr_unseen", "stability"):
+            mean, half = row[name], row[f"{name}_half_width"]
+            cells.append("–" if mean is None else _number(mean) + ("" if half is None else f" ± {_number(half)}"))
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -337,9 +465,18 @@ def compare(
     runs = collect_runs(client, experiment, sweep)
     subject = sweep or experiment or "all runs"
     out_dir = output_folder(Path(out_dir or Path("runs") / "compare" / _slug(subject)))
+    groups = groups_table(runs)
     markdown = (
-        "FDr^k (final; matching stability in brackets), objective x train space:\n\n"
+        "FDr^k (final; matching stability in brackets; several runs: mean ± 95% t half-width), "
+        "objective x train space:\n\n"
         + pivot_table(runs)
+        + (
+            "\nSeed groups (tag sweep_group; mean ± 95% t half-width over n seeds, n - 1 degrees of freedom):\n\n"
+            + groups
+            if groups
+            else ""
+        )
+        + "\nIntervals [low, high] where a run logged them; * = a space whose FDr interval lies wholly below 1.\n"
         + "\nEvery run:\n\n"
         + markdown_table(runs)
     )

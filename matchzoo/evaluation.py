@@ -1,9 +1,12 @@
 """Evaluate existing samples: every registered metric in every feature space, against a dataset's splits.
 
 The reference is the *train* split of the dataset (features cached on disk, see ``python -m matchzoo stats``);
-its held-out split is the FDr baseline at the same sample size. :func:`evaluate_samples` returns
-``{'spaces': {name: row}, 'fdr_k': ...}`` with the same keys training logs as ``eval/<key>/<space>``;
-:func:`format_table` and :func:`format_csv` render it. ``python -m matchzoo evaluate`` is the command over it.
+its held-out split is the FDr baseline at the same sample size (or a fixed number per space,
+``SuiteSettings.fdr_baselines``). :func:`evaluate_samples` returns ``{'spaces': {name: row}, 'fdr_k': ...,
+'fdr_k_low': ..., 'fdr_unseen': ..., 'interval': {...}}`` with the same keys training logs as
+``eval/<key>/<space>`` and ``eval/<key>``; :func:`format_table` and :func:`format_csv` render it (an interval as
+``1.23 [1.10, 1.40]``, an FDr whose whole interval lies below 1 with ``*``). ``python -m matchzoo evaluate`` is the
+command over it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,11 @@ from typing import Callable, Optional, Sequence
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from matchzoo import keys
+
 ROW_COLUMNS = ("dim", "n")  # what every row says about its samples, before the metrics' numbers
+DENOMINATORS = {0.0: "heldout", 1.0: "fixed"}  # fdr_fixed_baseline -> the row's fdr_denominator
+ACROSS = ("fdr_k", "fdr_k_low", "fdr_k_high", "fdr_unseen", "fdr_unseen_low", "fdr_unseen_high")
 
 
 def evaluate_samples(
@@ -29,12 +36,13 @@ def evaluate_samples(
     device: str = "cpu",
     cache_dir: Optional[str] = None,
     progress: bool = True,
+    seen: Sequence[str] = (),
 ) -> dict:
     """Every metric of ``settings`` (a :class:`~matchzoo.metrics.suite.SuiteSettings`) in every space, each space
-    built by ``make_space(name)`` when its turn comes; returns ``{'spaces': {name: row}, 'fdr_k': ...}``."""
+    built by ``make_space(name)`` when its turn comes; returns ``{'spaces': {name: row}, 'fdr_k': ...}``.
+    ``seen``: spaces the samples were optimised in (trained or attacked), left out of ``fdr_unseen``."""
     from matchzoo.data.cache import reference_features, reference_stats
     from matchzoo.data.features import extract_features
-    from matchzoo.metrics.fdrk import fdr_k
     from matchzoo.metrics.frechet import FrechetReference, GaussianStats
     from matchzoo.metrics.suite import evaluate_space
 
@@ -55,8 +63,32 @@ def evaluate_samples(
             settings,
             FrechetReference(GaussianStats(mean, cov, reference.shape[0])),
             cache_key=(space.fingerprint, dataset.fingerprint),
+            name=name,
         )
-    return {"spaces": rows, "fdr_k": fdr_k(rows)}
+    return summarize(rows, settings, seen)
+
+
+def summarize(rows: dict, settings, seen: Sequence[str] = ()) -> dict:
+    """The result record: rows (JSON-ready: ``fdr_below_one`` a boolean, ``fdr_denominator`` named), the numbers
+    across spaces with their intervals, and how the intervals were made."""
+    from matchzoo.metrics.summary import across_spaces, unseen_spaces
+
+    across = across_spaces(rows, seen)
+    result = {"spaces": {space: json_row(row) for space, row in rows.items()}}
+    result.update({name: across.get(name) for name in ACROSS})
+    result["seen_spaces"] = [space for space in seen if space in rows]
+    result["unseen_spaces"] = unseen_spaces(rows, seen)
+    result["interval"] = settings.intervals.record() if settings.interval_draws else None
+    return result
+
+
+def json_row(row) -> dict:
+    out = dict(row)
+    if keys.FDR_BELOW_ONE in out:
+        out[keys.FDR_BELOW_ONE] = bool(out[keys.FDR_BELOW_ONE])
+    if keys.FDR_FIXED_BASELINE in out:
+        out["fdr_denominator"] = DENOMINATORS[out[keys.FDR_FIXED_BASELINE]]
+    return out
 
 
 def table_columns(metrics) -> dict[str, str]:
@@ -68,12 +100,13 @@ def table_columns(metrics) -> dict[str, str]:
 
 
 def format_table(result: dict, metrics) -> str:
-    """One row per space, then the FDr^k line; ``result`` also names its ``reference`` dataset."""
+    """One row per space (FD and FDr with their intervals, ``*`` on an FDr whose interval lies below 1), then
+    FDr^k and ``fdr_unseen`` with theirs; ``result`` also names its ``reference`` dataset."""
     columns = table_columns(metrics)
-    headers, keys = ("space", *columns.values()), tuple(columns)
+    headers, keys_ = ("space", *columns.values()), tuple(columns)
     lines = [headers]
     for space, row in result["spaces"].items():
-        cells = [space] + [_format_number(row.get(key)) for key in keys]
+        cells = [space] + [_cell(row, key) for key in keys_]
         lines.append(tuple(cells))
     widths = [max(len(line[i]) for line in lines) for i in range(len(headers))]
     out = [
@@ -81,27 +114,68 @@ def format_table(result: dict, metrics) -> str:
         for line in lines
     ]
     out.insert(1, "  ".join("-" * w for w in widths))
-    n = int(next(iter(result["spaces"].values()))["fdr_n"])
+    rows = list(result["spaces"].values())
+    n = int(rows[0]["fdr_n"])
+    fixed = [space for space, row in result["spaces"].items() if row.get("fdr_denominator") == "fixed"]
+    denominator = (
+        f"n held-out samples of {result['reference']}"
+        if not fixed
+        else f"fixed baselines in {', '.join(fixed)}, n held-out samples elsewhere"
+    )
+    interval = result.get("interval")
+    if interval:
+        out.append(
+            f"[low, high]: {100 * interval['level']:g}% intervals, {interval['method']}, {interval['draws']} draws; "
+            f"* = FDr below 1 with its whole interval below 1"
+        )
+    if result.get("fdr_unseen") is not None and result.get("seen_spaces"):
+        out.append(
+            f"fdr_unseen = {_with_interval(result, 'fdr_unseen')}  (mean FDr over the spaces the samples were not "
+            f"optimised in: {', '.join(result['unseen_spaces'])})"
+        )
     out.append(
-        f"FDr^k = {result['fdr_k']:.4g}  (mean over {len(result['spaces'])} spaces; FDr at n={n} "
-        f"generated vs n held-out samples of {result['reference']}, both against its train split)"
+        f"FDr^k = {_with_interval(result, 'fdr_k')}  (mean over {len(rows)} spaces; FDr at n={n} generated vs "
+        f"{denominator}, against the train split of {result['reference']})"
     )
     return "\n".join(out)
+
+
+def _cell(row: dict, key: str) -> str:
+    text = _format_number(row.get(key))
+    low_high = keys.INTERVAL_OF.get(key)
+    if low_high and all(row.get(k) is not None for k in low_high):
+        text += f" [{_format_number(row[low_high[0]])}, {_format_number(row[low_high[1]])}]"
+    if key == keys.FDR and row.get(keys.FDR_BELOW_ONE):
+        text += "*"
+    return text
+
+
+def _with_interval(result: dict, name: str) -> str:
+    text = f"{result[name]:.4g}"
+    if result.get(f"{name}_low") is not None:
+        text += f" [{result[f'{name}_low']:.4g}, {result[f'{name}_high']:.4g}]"
+    return text
 
 
 def _format_number(value) -> str:
     if value is None:
         return "-"
+    if isinstance(value, bool):
+        return str(value)
     if float(value).is_integer() and abs(value) < 1e9:
         return str(int(value))
     return f"{value:.4g}"
 
 
 def format_csv(result: dict, metrics) -> str:
-    fieldnames = ["space", *ROW_COLUMNS, *(key for metric in metrics for key in metric.keys), "fdr_k"]
+    """One line per space; the numbers across spaces (FDr^k, fdr_unseen, their intervals) repeated on each."""
+    per_space = [key for metric in metrics for key in metric.keys]
+    extra = ["fdr_denominator"] if keys.FDR_FIXED_BASELINE in per_space else []
+    fieldnames = ["space", *ROW_COLUMNS, *per_space, *extra, *ACROSS]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fieldnames, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
+    across = {name: result.get(name) for name in ACROSS}
     for space, row in result["spaces"].items():
-        writer.writerow({"space": space, **row, "fdr_k": result["fdr_k"]})
+        writer.writerow({"space": space, **row, **across})
     return buffer.getvalue()

@@ -24,10 +24,18 @@ TRAIN_PREFIX, EVAL_PREFIX = "train/", "eval/"
 TRAIN_LOSS = "train/loss"
 FDRK = "eval/fdr_k"
 STABILITY_PREFIX = "eval/stability/"
+# across spaces (matchzoo.metrics.summary): FDr^k's interval and the unseen-space summary with its interval
+FDRK_LOW, FDRK_HIGH = "eval/fdr_k_low", "eval/fdr_k_high"
+FDR_UNSEEN, FDR_UNSEEN_LOW, FDR_UNSEEN_HIGH = "eval/fdr_unseen", "eval/fdr_unseen_low", "eval/fdr_unseen_high"
 
 # per-space quantities (the rows of `matchzoo evaluate`, the middle part of eval/<quantity>/<space>)
 FD, FD_TO_HELDOUT = "fd", "fd_to_heldout"
 FD_MATCHED, FD_HELDOUT, FDR, FDR_N = "fd_matched", "fd_heldout", "fdr", "fdr_n"
+FDR_FIXED_BASELINE = "fdr_fixed_baseline"  # 1: FDr divides by a fixed number (fdr.baselines), 0: the held-out split
+# confidence intervals (matchzoo.metrics.intervals) and the flag on an FDr whose whole interval lies below 1
+FD_LOW, FD_HIGH, FDR_LOW, FDR_HIGH = "fd_low", "fd_high", "fdr_low", "fdr_high"
+FDR_BELOW_ONE = "fdr_below_one"
+INTERVAL_OF = {FD: (FD_LOW, FD_HIGH), FDR: (FDR_LOW, FDR_HIGH)}  # quantity -> its interval's keys
 
 
 def train_key(term: str, log: str) -> str:

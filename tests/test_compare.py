@@ -175,3 +175,52 @@ def test_runs_logged_before_key_schema_2_are_read_with_the_new_names(tmp_path):
     assert (rows["resumed"]["fd/pixels"], rows["resumed"]["fd_to_heldout/pixels"]) == (5.0, 6.0)
     assert (rows["new"]["fd/pixels"], rows["new"]["fd_to_heldout/pixels"]) == (7.0, 8.0)
     assert "FD pixels" in cmp.markdown_table(cmp.collect_runs(client, experiment="old")).splitlines()[0]
+
+
+def test_seed_groups_are_aggregated_as_mean_and_t_interval_and_intervals_are_shown(tmp_path):
+    """Three seeds of one cell (tag sweep_group) give mean ± t(0.975, 2) s / sqrt(3); a one-seed group gives no
+    interval; a run's logged intervals and flags appear in its row."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+    from scipy import stats
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    experiment_id = client.create_experiment("seeds", artifact_location=(tmp_path / "artifacts").as_uri())
+    values = {"0": 2.0, "1": 2.6, "2": 2.3}
+
+    def make(group, seed, fdrk, extra=None):
+        tags = {"objective": "fd", "train_space": "digits_ssl", keys.GROUP_TAG: group, keys.SEED_TAG: seed}
+        tags[keys.KEY_SCHEMA_TAG] = keys.KEY_SCHEMA
+        run_id = client.create_run(experiment_id, run_name=f"{group}-{seed}", tags={**tags, "sweep": "s"}).info.run_id
+        metrics = {cmp.FDRK: fdrk, "eval/fdr/digits_ssl": 0.5, "eval/fdr/pixels": fdrk, **(extra or {})}
+        client.log_batch(run_id, metrics=[Metric(k, v, 0, 10) for k, v in metrics.items()])
+        client.set_terminated(run_id, "FINISHED")
+
+    for seed, value in values.items():
+        make("cell_a", seed, value)
+    logged = {
+        keys.FDRK_LOW: 4.0,
+        keys.FDRK_HIGH: 6.0,
+        "eval/fd/pixels": 3.0,
+        "eval/fd_low/pixels": 2.5,
+        "eval/fd_high/pixels": 3.5,
+        "eval/fdr_below_one/digits_ssl": 1.0,
+    }
+    make("cell_b", "0", 5.0, logged)
+    runs = cmp.collect_runs(client, experiment="seeds")
+    groups = {row["sweep_group"]: row for row in cmp.group_rows(runs)}
+    sample = list(values.values())
+    half = stats.t.ppf(0.975, 2) * stats.tstd(sample) / 3**0.5
+    assert groups["cell_a"]["n"] == 3 and groups["cell_a"]["fdr_k"] == pytest.approx(sum(sample) / 3)
+    assert groups["cell_a"]["fdr_k_half_width"] == pytest.approx(half, rel=1e-9)
+    assert groups["cell_a"]["fdr_unseen"] == pytest.approx(sum(sample) / 3)  # pixels: the one unseen space
+    assert groups["cell_b"]["n"] == 1 and groups["cell_b"]["fdr_k_half_width"] is None
+    report = cmp.compare(client, experiment="seeds", out_dir=tmp_path / "out", log_summary=False)
+    assert f"| cell_a | fd | digits_ssl | 0,1,2 (3) | {sum(sample) / 3:.4g} ± {half:.4g} |" in report.markdown
+    assert "| cell_b | fd | digits_ssl | 0 (1) | 5 | 5 |" in report.markdown
+    row = next(line for line in report.markdown.splitlines() if line.endswith("| cell_b-0 |"))
+    assert "| 5 [4, 6] |" in row and "| digits_ssl* |" in row and "| 3 [2.5, 3.5] |" in row
+    assert f"{sum(sample + [5.0]) / 4:.4g} ± " in report.markdown.split("Seed groups")[0]  # the pivot cell: 4 runs
+    with open(report.files["csv"]) as handle:
+        csv_rows = {r["run_name"]: r for r in csv.DictReader(handle)}
+    assert csv_rows["cell_b-0"]["fdr_k_low"] == "4.0" and csv_rows["cell_a-1"]["sweep_seed"] == "1"

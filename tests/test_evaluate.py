@@ -248,4 +248,69 @@ def test_the_library_call_gives_the_commands_numbers(tmp_path, capsys, digits, c
     direct = evaluate_samples(
         images, digits, ["pixels"], matchzoo.make_feature_space, settings, cache_dir=cache, progress=False
     )
-    assert direct == {key: json.loads(out)[key] for key in ("spaces", "fdr_k")}
+    printed = json.loads(out)
+    assert set(direct) >= {"spaces", "fdr_k", "fdr_k_low", "fdr_unseen", "interval"}
+    assert direct == {key: printed[key] for key in direct}
+
+
+def test_json_and_table_carry_intervals_flags_and_the_unseen_summary(tmp_path, capsys, digits, cache):
+    """Train-split digits are the reference itself: FDr far below 1 beyond noise in pixels (flagged)."""
+    train = digits.images[digits.split_indices("train")[:359]].numpy()
+    samples = write_npz(tmp_path / "train.npz", train)
+    argv = ["--samples", samples, "--reference", "digits", "--spaces", SPACES, "--cache_dir", cache, "--no_prdc"]
+    argv += ["--interval_draws", "40", "--seen_spaces", "random_conv", *FAST]
+    code, out, err = evaluate(capsys, *argv, "--json", str(tmp_path / "out.json"))
+    assert code == 0, err
+    result = json.loads((tmp_path / "out.json").read_text())
+    assert result["interval"] == {
+        "method": "bootstrap rescaled to the observed value, percentile",
+        "draws": 40,
+        "level": 0.95,
+    }
+    pixels = result["spaces"]["pixels"]
+    assert (
+        pixels["fd_low"] < pixels["fd"] < pixels["fd_high"] and pixels["fdr_low"] < pixels["fdr"] < pixels["fdr_high"]
+    )
+    assert pixels["fdr_below_one"] is True and pixels["fdr_denominator"] == "heldout"
+    assert result["fdr_k_low"] < result["fdr_k"] < result["fdr_k_high"]
+    assert result["unseen_spaces"] == ["pixels"] and result["fdr_unseen"] == pytest.approx(pixels["fdr"])
+    line = next(line for line in out.splitlines() if line.startswith("pixels"))
+    assert f"[{pixels['fd_low']:.4g}, {pixels['fd_high']:.4g}]" in line and "]*" in line
+    assert "fdr_unseen = " in out and "40 draws" in out
+
+    code, out, err = evaluate(capsys, *argv, "--interval_draws", "0", "--fdr_baselines", "pixels=2.5", "--csv", "-")
+    assert code == 0, err
+    row = next(csv.DictReader(io.StringIO(out)))
+    assert "fd_low" not in row and row["fdr_denominator"] == "fixed"
+    assert float(row["fdr"]) == pytest.approx(float(row["fd"]) / 2.5, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--fdr_baselines", "dino=2"], "--fdr_baselines names dino, not among the --spaces"),
+        (["--seen_spaces", "dino"], "--seen_spaces dino must be among the --spaces"),
+    ],
+)
+def test_baseline_and_seen_spaces_fail_in_one_line(tmp_path, capsys, cache, extra, message):
+    samples = write_npz(tmp_path / "x.npz", np.zeros((10, 8, 8, 1), dtype=np.uint8))
+    code, _, err = evaluate(
+        capsys, "--samples", samples, "--reference", "digits", "--spaces", SPACES, "--cache_dir", cache, *extra
+    )
+    assert code == 2 and message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--fdr_baselines", "pixels:2"], "expected SPACE=FD pairs such as inception=1.68"),
+        (["--fdr_baselines", "pixels=0"], "must be > 0.0, got 0.0"),
+        (["--interval_level", "1.5"], "must be in (0, 1)"),
+        (["--interval_draws", "-1"], "must be >= 0"),
+    ],
+)
+def test_bad_interval_and_baseline_values_are_usage_errors(capsys, extra, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--samples", "x.npz", "--reference", "digits", *extra])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and err.count("\n") == 1

@@ -98,8 +98,47 @@ def test_training_defaults_leave_out_only_the_slow_metrics(gaussians):
     logged = evaluator.score({"gauss": gaussians[0]})
     slow = {name for name in NAMES if not METRICS.get(name).during_training}
     expected = {keys.eval_key(key, "gauss") for name in NAMES if name not in slow for key in METRICS.get(name).keys}
-    assert set(logged) == expected | {keys.FDRK}
+    across = {keys.FDRK, keys.FDRK_LOW, keys.FDRK_HIGH, keys.FDR_UNSEEN, keys.FDR_UNSEEN_LOW, keys.FDR_UNSEEN_HIGH}
+    assert keys.FDRK in logged and expected <= set(logged) and set(logged) - expected <= across
     assert slow == {"kid", "prdc"}
+    assert {keys.eval_key(key, "gauss") for key in METRICS.get("intervals").keys} <= set(logged)  # on by default
+
+
+def test_the_numbers_across_spaces_match_between_training_and_evaluate(gaussians):
+    """FDr^k and fdr_unseen with their intervals, from the same per-draw values in both paths."""
+    from matchzoo.metrics.summary import across_spaces
+
+    generated, reference, heldout = gaussians
+    rows = {
+        space: evaluate_space(generated + shift, reference, heldout, SuiteSettings(prdc=False, kid_subsets=2))
+        for space, shift in (("a", 0.0), ("b", 0.2))
+    }
+    evaluator = Evaluator(None, every=1, samples=None, seed=0)
+    evaluator.references.update({"a": real_side(gaussians), "b": real_side(gaussians)})
+    trained = {"a": generated, "b": generated + 0.2}
+    training_rows = {
+        space: compute_row(evaluator.metrics, fake, evaluator.references[space], 0) for space, fake in trained.items()
+    }
+    assert across_spaces(training_rows, seen=["a"]) == pytest.approx(across_spaces(rows, seen=["a"]), rel=1e-12)
+    assert set(across_spaces(rows, seen=["a"])) == {
+        "fdr_k",
+        "fdr_k_low",
+        "fdr_k_high",
+        "fdr_unseen",
+        "fdr_unseen_low",
+        "fdr_unseen_high",
+    }
+
+
+def test_a_metric_declaring_its_spaces_runs_only_there(gaussians):
+    """The Inception Score reads class logits: a named space outside its ``spaces`` skips it; unnamed runs all."""
+    from matchzoo.metrics.suite import named
+
+    metrics = SuiteSettings(prdc=False, kid_subsets=2).metrics()
+    assert METRICS.get("inception_score").spaces == ("inception_logits",)
+    pixels = compute_row(metrics, gaussians[0], named(real_side(gaussians), "pixels"), seed=0)
+    logits = compute_row(metrics, gaussians[0], named(real_side(gaussians), "inception_logits"), seed=0)
+    assert "inception_score" not in pixels and "inception_score" in logits and keys.FDR in pixels
 
 
 def test_unknown_metric_names_the_known_ones():
@@ -147,7 +186,8 @@ def test_evaluate_prints_every_registered_metric(digits_npz, tmp_path, tmp_path_
         header = next(csv.reader(handle))
     for name in NAMES:
         metric = METRICS.get(name)
-        assert set(metric.keys) <= set(row) and set(metric.keys) <= set(header), name
+        assert set(metric.keys) <= set(header), name
+        assert set(metric.keys) <= set(row) if metric.applies_to("pixels") else not set(metric.keys) & set(row), name
         assert all(title in out.splitlines()[0].split() for title in metric.table_headers().values()), name
 
 

@@ -617,3 +617,32 @@ def test_unchanged_weights_give_identical_before_and_after():
         features, "attacked", lambda x, w: w.sum() * 0.0 + 1.0, sample_size=50, steps=3, draws=2
     )
     assert all(r.fd_after == r.fd_before for r in result.rows)
+
+
+def test_resample_reports_intervals_over_its_draws_and_fdr_unseen():
+    """Intervals are percentiles over the drawn sets; fdr_unseen leaves out the attacked and the trained spaces,
+    so the attack's own drop never enters it."""
+    features = constructed_case()
+    features["trained"] = resample.SpaceFeatures(
+        gaussian(200, 4, shift=0.5, seed=20), gaussian(400, 4, seed=21), gaussian(100, 4, seed=22)
+    )
+    objective = matchzoo.make_objective("fd", population="batch")
+    form = weighted.weighted_loss_for(objective, features["attacked"].reference)
+    result = resample.resample_probe(
+        features, "attacked", form, sample_size=100, steps=150, lr=0.1, draws=20, seed=0, seen=["trained"]
+    )
+    rows = {r.space: r for r in result.rows}
+    assert [r.space for r in result.unseen] == ["other"] and rows["trained"].seen
+    assert result.fdr_unseen("after") == pytest.approx(rows["other"].fdr_after)
+    low, high = rows["attacked"].fdr_interval("after")
+    draws = rows["attacked"].fdr_draws("after")
+    assert draws.shape == (20,) and float(draws.min()) <= low < high <= float(draws.max())
+    assert float(draws.mean()) == pytest.approx(rows["attacked"].fdr_after)
+    k_low, k_high = result.interval("fdr_k", "before")
+    assert k_low <= result.fdr_k_before <= k_high
+    record = resample.result_record(result)
+    assert record["fdr_unseen_spaces"] == ["other"] and record["interval"]["draws"] == 20
+    assert record["spaces"]["attacked"]["fdr_after_interval"] == [low, high]
+    text = resample.format_result(result, "title")
+    assert "fdr_unseen" in text and "trained (trained)" in text and "[" in text
+    assert json.dumps(record)

@@ -11,8 +11,13 @@ Example::
 PNG/JPEG files, or a training checkpoint (``.pt``, or the run folder holding ``checkpoint.pt``; its EMA
 generator draws ``--num_samples`` images, default 5000).
 The reference is the *train* split of ``--reference`` (features cached on disk, see ``stats``); its
-held-out split is the FDr baseline at the same sample size. Prints a table (one row per space, then
-FDr^k); ``--json`` / ``--csv`` write machine-readable output to a file, or to stdout with ``-``.
+held-out split is the FDr baseline at the same sample size, unless ``--fdr_baselines inception=1.68,...`` fixes
+the denominator of a space (the FD-loss paper's convention; the JSON says which per space, ``fdr_denominator``).
+FD, FDr, FDr^k and ``fdr_unseen`` (mean FDr over the spaces not in ``--seen_spaces``) carry ``--interval_level``
+bootstrap intervals from ``--interval_draws`` resamples at the reported n (0: none; see
+:mod:`matchzoo.metrics.intervals`). Prints a table (one row per space, ``1.23 [1.10, 1.40]``, ``*`` on an FDr
+whose whole interval lies below 1, then FDr^k); ``--json`` / ``--csv`` write machine-readable output (all numbers,
+the intervals' method, draws and level) to a file, or to stdout with ``-``.
 The computation is :func:`matchzoo.evaluation.evaluate_samples`.
 """
 
@@ -53,6 +58,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="cap on samples per side for precision/recall/density/coverage",
     )
     parser.add_argument("--no_prdc", action="store_true", help="skip precision/recall/density/coverage")
+    parser.add_argument(
+        "--interval_draws",
+        type=check.option(check.non_negative_int, 10**5),
+        default=100,
+        help="bootstrap resamples for the FD/FDr/FDr^k intervals (default 100; 0: no intervals)",
+    )
+    parser.add_argument(
+        "--interval_level",
+        type=check.option(check.fraction, True, True),
+        default=0.95,
+        help="confidence level of the intervals (default 0.95)",
+    )
+    parser.add_argument(
+        "--fdr_baselines",
+        type=_baselines,
+        default=None,
+        metavar="SPACE=FD,...",
+        help="fixed FDr denominators per space, e.g. inception=1.68 (default: FD of the held-out split at the same n)",
+    )
+    parser.add_argument(
+        "--seen_spaces",
+        default="",
+        metavar="A,B",
+        help="spaces the samples were optimised in (trained or attacked): left out of fdr_unseen",
+    )
     cli_args.add_seed(parser)
     cli_args.add_batch_size(parser)
     cli_args.add_device(parser)
@@ -61,10 +91,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cli_args.add_progress(parser)
 
 
+def _baselines(text: str) -> dict:
+    from matchzoo.errors import MatchzooError
+    from matchzoo.metrics.fdrk import parse_baselines
+
+    try:
+        return parse_baselines(text)
+    except MatchzooError as error:
+        raise argparse.ArgumentTypeError(str(error).replace("--fdr_baselines: ", "", 1)) from None
+
+
 def suite_settings(args: argparse.Namespace):
     from matchzoo.metrics.suite import SuiteSettings
 
-    return SuiteSettings(args.kid_subsets, args.kid_subset_size, not args.no_prdc, args.prdc_samples, args.seed)
+    return SuiteSettings(
+        args.kid_subsets,
+        args.kid_subset_size,
+        not args.no_prdc,
+        args.prdc_samples,
+        args.seed,
+        interval_draws=args.interval_draws,
+        interval_level=args.interval_level,
+        fdr_baselines=args.fdr_baselines,
+    )
+
+
+def seen_spaces(args: argparse.Namespace, names: list[str]) -> list[str]:
+    from matchzoo.errors import MatchzooError
+
+    seen = [name.strip() for name in args.seen_spaces.split(",") if name.strip()]
+    unknown = [name for name in seen if name not in names]
+    if unknown:
+        raise MatchzooError(f"--seen_spaces {', '.join(unknown)} must be among the --spaces ({', '.join(names)})")
+    stray = sorted(set(args.fdr_baselines or {}) - set(names))
+    if stray:
+        raise MatchzooError(f"--fdr_baselines names {', '.join(stray)}, not among the --spaces ({', '.join(names)})")
+    return seen
 
 
 def evaluate(args: argparse.Namespace) -> dict:
@@ -74,6 +136,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     from matchzoo.spaces.resolve import check_weights, option_requests
 
     names = cli_args.space_names(args.spaces)
+    seen = seen_spaces(args, names)
     per_space = cli_args.space_params(args.space_param, names)
     check_weights(option_requests(per_space))
     dataset = cli_args.make_dataset(args.reference, args.dataset_param)
@@ -88,6 +151,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         device=args.device,
         cache_dir=args.cache_dir,
         progress=not args.no_progress,
+        seen=seen,
     )
     return {"samples": str(args.samples), "reference": args.reference, "num_samples": len(images), **scores}
 

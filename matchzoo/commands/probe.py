@@ -48,6 +48,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--lr", type=option(positive_real), default=0.05, help="Adam learning rate on the log-weights (default 0.05)"
     )
+    parser.add_argument(
+        "--seen_spaces",
+        default="",
+        metavar="A,B",
+        help="spaces the samples were optimised in (trained or attacked): left out of fdr_unseen",
+    )
     cli_args.add_seed(parser)
     cli_args.add_output(parser, csv=False)
     cli_args.add_progress(parser)
@@ -123,7 +129,14 @@ def run(args: argparse.Namespace) -> int:
     spaces, features = inputs.evaluation_features(
         space_names, dataset, candidates, progress=progress, make_space=cli_args.space_maker(per_space)
     )
-    common = dict(sample_size=args.sample_size, steps=args.steps, lr=args.lr, draws=args.draws, progress=progress)
+    common = dict(
+        sample_size=args.sample_size,
+        steps=args.steps,
+        lr=args.lr,
+        draws=args.draws,
+        progress=progress,
+        seen=_seen_spaces(args.seen_spaces, space_names),
+    )
     if args.probe == "resample":
         results = [_resample(args, objective, features, candidates.shape[0], common)]
     else:
@@ -133,6 +146,14 @@ def run(args: argparse.Namespace) -> int:
         if args.json != "-":
             print(f"results written to {args.json}")
     return 0
+
+
+def _seen_spaces(text: str, space_names: list[str]) -> list[str]:
+    seen = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in seen if name not in space_names]
+    if unknown:
+        raise MatchzooError(f"--seen_spaces {', '.join(unknown)} must be among the --spaces ({', '.join(space_names)})")
+    return seen
 
 
 def _check_space_choice(args: argparse.Namespace, space_names: list[str]) -> None:

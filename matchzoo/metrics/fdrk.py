@@ -11,19 +11,26 @@ data"; report each FDr_X beside the mean. The held-out baseline depends only on 
 seed), so it is computed once per key and cached for the process.
 
 The registered metric ``fdr`` returns, per space, ``fd_matched`` (numerator), ``fd_heldout``
-(denominator), ``fdr`` and ``fdr_n`` (the sample size ``n``); :func:`fdr_k` averages a set of such rows.
+(denominator), ``fdr``, ``fdr_n`` (the sample size ``n``) and ``fdr_fixed_baseline`` (which denominator: 0 the
+held-out split, 1 a fixed number); :func:`fdr_k` averages a set of such rows.
+
+**Fixed baselines** (the FD-loss paper's convention): ``fdr.baselines = {'inception': 1.68, ...}`` in gin, or
+``evaluate --fdr_baselines inception=1.68,...``, divides FD_X by a published FD of real validation data to the
+same reference instead of the held-out split. The numerator is then FD of *all* generated samples (the
+baseline's own sample size is whatever its authors used, so nothing can be matched) and ``fdr_n`` is their
+number. A space without an entry keeps the held-out denominator; the run records which per space.
 """
 
 from __future__ import annotations
 
 import weakref
-from typing import Hashable, Optional
+from typing import Hashable, Mapping, Optional
 
 import torch
 
-from matchzoo import linalg
+from matchzoo import linalg, validate
 from matchzoo.errors import MatchzooError
-from matchzoo.keys import FD_HELDOUT, FD_MATCHED, FDR, FDR_N
+from matchzoo.keys import FD_HELDOUT, FD_MATCHED, FDR, FDR_FIXED_BASELINE, FDR_N
 from matchzoo.metrics.frechet import FrechetReference, SpaceReference
 from matchzoo.metrics.registry import Metric, register_metric
 
@@ -109,17 +116,74 @@ def matched_frechet_distances(
     return fd_generated, fd_heldout, size
 
 
+def check_baselines(option: str, baselines) -> dict[str, float]:
+    """``{space: positive finite FD}``; the message names ``option`` and shows the expected form."""
+    example = "{'inception': 1.68, 'dinov2': 19.2}" if option.startswith("fdr.") else "inception=1.68,dinov2=19.2"
+    if baselines is None:
+        return {}
+    if not isinstance(baselines, Mapping) or not all(isinstance(name, str) for name in baselines):
+        raise MatchzooError(f"{option} must map space names to FDs, e.g. {example}, got {baselines!r}")
+    return {name: validate.positive_real(f"{option}[{name!r}]", value) for name, value in baselines.items()}
+
+
+def parse_baselines(text: str) -> dict[str, float]:
+    """``--fdr_baselines inception=1.68,dinov2=19.2`` -> ``{'inception': 1.68, 'dinov2': 19.2}``."""
+    baselines: dict[str, float] = {}
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        name, sep, value = item.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if not sep or not name.strip() or number is None:
+            raise MatchzooError(
+                f"--fdr_baselines: expected SPACE=FD pairs such as inception=1.68,dinov2=19.2, got {item!r}"
+            )
+        baselines[name.strip()] = number
+    return check_baselines("--fdr_baselines", baselines)
+
+
 @register_metric("fdr")
 class FDr(Metric):
-    """FDr of one space and its parts: FD of ``n`` generated and of ``n`` held-out samples to the reference."""
+    """FDr of one space and its parts: FD of ``n`` generated and of ``n`` held-out samples to the reference, or
+    FD of all generated samples over a fixed baseline (``baselines``)."""
 
-    keys = (FDR, FD_HELDOUT, FD_MATCHED, FDR_N)
+    keys = (FDR, FD_HELDOUT, FD_MATCHED, FDR_N, FDR_FIXED_BASELINE)
     headers = {FDR: "FDr", FD_HELDOUT: "FD(heldout)"}
 
+    def __init__(self, baselines: Optional[Mapping[str, float]] = None, option: str = "fdr.baselines"):
+        self.baselines = check_baselines(option, baselines)
+
+    @classmethod
+    def from_suite(cls, settings) -> "FDr":
+        return cls(getattr(settings, "fdr_baselines", None) or None, "--fdr_baselines")
+
+    def fixed_baseline(self, real: SpaceReference) -> Optional[float]:
+        """The fixed denominator of ``real``'s space, or ``None`` (held-out split). Needs the space's name."""
+        if not self.baselines:
+            return None
+        name = getattr(real, "name", None)
+        if name is None:
+            raise MatchzooError(
+                "fdr.baselines needs the name of the space being evaluated, and this evaluation path does not give "
+                "it; leave fdr.baselines unbound here"
+            )
+        return self.baselines.get(name)
+
     def __call__(self, generated: torch.Tensor, real: SpaceReference, seed: int) -> dict[str, float]:
+        baseline = self.fixed_baseline(real)
+        if baseline is not None:
+            matched, size = real.frechet.distance_to_features(generated), generated.shape[0]
+            return {
+                FDR: matched / baseline,
+                FD_HELDOUT: baseline,
+                FD_MATCHED: matched,
+                FDR_N: float(size),
+                FDR_FIXED_BASELINE: 1.0,
+            }
         matched, baseline, size = matched_frechet_distances(generated, real.heldout, real.frechet, seed, real.cache_key)
         ratio = matched / baseline if baseline > 0 else float("inf")  # fdr_k says why a zero baseline is no ratio
-        return {FDR: ratio, FD_HELDOUT: baseline, FD_MATCHED: matched, FDR_N: float(size)}
+        return {FDR: ratio, FD_HELDOUT: baseline, FD_MATCHED: matched, FDR_N: float(size), FDR_FIXED_BASELINE: 0.0}
 
 
 def fdr_k(rows: dict[str, dict[str, float]]) -> Optional[float]:

@@ -29,6 +29,12 @@ class Metric:
     keys: tuple[str, ...] = ()  # the quantities it returns, in column order (eval/<key>/<space> in MLflow)
     headers: Optional[dict[str, str]] = None  # key -> header in evaluate's printed table; None: every key, as is
     during_training: bool = True  # False for metrics too slow to run at every training evaluation
+    spaces: Optional[tuple[str, ...]] = None  # the only spaces it applies to (e.g. class logits); None: every space
+
+    @classmethod
+    def applies_to(cls, space: Optional[str]) -> bool:
+        """Whether it runs in the space called ``space`` (an unnamed space runs every metric)."""
+        return cls.spaces is None or space is None or space in cls.spaces
 
     def __call__(self, generated: torch.Tensor, real, seed: int) -> dict[str, float]:
         """``generated`` ``(n, D)``; ``real`` the space's :class:`~matchzoo.metrics.frechet.SpaceReference`."""

@@ -10,12 +10,19 @@ in **every** evaluation space the mean FD to the reference (the training split),
 FD at the same ``n`` and :math:`\mathrm{FDr}_X = \mathrm{FD}_X / \mathrm{FD}_X(\text{held-out}_n)`, plus
 FDr^k, the mean over spaces. No sample changes: a drop in the attacked space that the other spaces do not
 share is a metric being gamed, not a better generator.
+
+Intervals: every drawn set is an independent draw of ``n`` samples from the candidate pool (uniform) or from the
+attacked distribution (weighted), so the ``level`` interval of FD, FDr, FDr^k and ``fdr_unseen`` is the
+percentile interval over the ``draws`` sets (no bootstrap needed; ``draws >= 40`` for a 95% interval to mean
+much). The held-out denominator is the one FD at ``n`` for both conditions: its noise is common to before and
+after, so it is left out of the before/after comparison. ``fdr_unseen`` (:mod:`matchzoo.metrics.summary`) is
+the mean FDr over the spaces neither attacked nor in ``seen`` (e.g. the generator's training spaces).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -24,6 +31,9 @@ from matchzoo import validate
 from matchzoo.errors import MatchzooError
 from matchzoo.metrics.fdrk import heldout_frechet_distance
 from matchzoo.metrics.frechet import FrechetReference
+from matchzoo.metrics.intervals import percentile_interval
+
+LEVEL = 0.95  # the probe's intervals over its draws
 
 
 @dataclass
@@ -42,6 +52,16 @@ class SpaceRow:
     fd_after: float
     fd_heldout: float
     attacked: bool = False
+    before_draws: Optional[torch.Tensor] = None  # (draws,) FD of every drawn set, uniform
+    after_draws: Optional[torch.Tensor] = None  # ... weighted
+    seen: bool = False  # a space the candidates' generator was trained in (left out of fdr_unseen)
+
+    def fdr_draws(self, which: str) -> Optional[torch.Tensor]:
+        draws = self.before_draws if which == "before" else self.after_draws
+        return None if draws is None else draws / self.fd_heldout
+
+    def fdr_interval(self, which: str, level: float = LEVEL) -> Optional[tuple[float, float]]:
+        return _interval(self.fdr_draws(which), level)
 
     @property
     def fdr_before(self) -> float:
@@ -76,6 +96,29 @@ class ProbeResult:
     @property
     def fdr_k_after(self) -> float:
         return sum(r.fdr_after for r in self.rows) / len(self.rows)
+
+    @property
+    def unseen(self) -> list[SpaceRow]:
+        """The spaces neither attacked nor seen in training: those ``fdr_unseen`` averages."""
+        return [r for r in self.rows if not r.attacked and not r.seen]
+
+    def fdr_unseen(self, which: str) -> Optional[float]:
+        rows = self.unseen
+        if not rows:
+            return None
+        return sum(r.fdr_before if which == "before" else r.fdr_after for r in rows) / len(rows)
+
+    def interval(self, name: str, which: str, level: float = LEVEL) -> Optional[tuple[float, float]]:
+        """The interval of ``fdr_k`` or ``fdr_unseen`` (``which`` = before/after) over the drawn sets."""
+        rows = self.rows if name == "fdr_k" else self.unseen
+        draws = [r.fdr_draws(which) for r in rows]
+        if not rows or any(d is None for d in draws):
+            return None
+        return _interval(torch.stack(draws).mean(dim=0), level)
+
+
+def _interval(draws: Optional[torch.Tensor], level: float) -> Optional[tuple[float, float]]:
+    return None if draws is None or draws.shape[0] < 2 else percentile_interval(draws, level)
 
 
 def optimise_logits(
@@ -132,6 +175,7 @@ def fd_rows(
     attack_space: Optional[str],
     seed: int,
     progress: bool = False,
+    seen: Sequence[str] = (),
 ) -> list[SpaceRow]:
     """Mean FD over the drawn sets (uniform ``before``, weighted ``after``) and the held-out baseline, per space."""
     rows = []
@@ -142,24 +186,38 @@ def fd_rows(
     for name, space in features.items():
         reference = FrechetReference.from_features(space.reference)
         bar.set_postfix_str(name, refresh=False)
-        fd_before, fd_after = (
-            mean_fd(reference, space.candidates, before, bar),
-            mean_fd(reference, space.candidates, after, bar),
-        )
+        before_draws = set_fds(reference, space.candidates, before, bar)
+        after_draws = set_fds(reference, space.candidates, after, bar)
         baseline = heldout_frechet_distance(space.heldout, reference, sample_size, seed)
         bar.update()
-        rows.append(SpaceRow(name, fd_before, fd_after, baseline, attacked=name == attack_space))
+        rows.append(
+            SpaceRow(
+                name,
+                float(before_draws.mean()),
+                float(after_draws.mean()),
+                baseline,
+                attacked=name == attack_space,
+                before_draws=before_draws,
+                after_draws=after_draws,
+                seen=name in seen,
+            )
+        )
     bar.close()
     return rows
 
 
+def set_fds(reference: FrechetReference, candidates: torch.Tensor, sets: torch.Tensor, bar: tqdm) -> torch.Tensor:
+    """FD to ``reference`` of each candidate set ``(draws, n)`` (indices into ``candidates`` ``(N, D)``)."""
+    values = []
+    for chosen in sets:
+        values.append(reference.distance_to_features(candidates[chosen]))
+        bar.update()
+    return torch.tensor(values, dtype=torch.float64)
+
+
 def mean_fd(reference: FrechetReference, candidates: torch.Tensor, sets: torch.Tensor, bar: tqdm) -> float:
     """Mean FD to ``reference`` of the candidate sets ``(draws, n)`` (indices into ``candidates`` ``(N, D)``)."""
-    total = 0.0
-    for chosen in sets:
-        total += reference.distance_to_features(candidates[chosen])
-        bar.update()
-    return total / len(sets)
+    return float(set_fds(reference, candidates, sets, bar).mean())
 
 
 def check_features(features: dict[str, SpaceFeatures], sample_size: int) -> None:
@@ -185,6 +243,7 @@ def resample_probe(
     label: str = "",
     attack_candidates: Optional[torch.Tensor] = None,
     progress: bool = False,
+    seen: Sequence[str] = (),
 ) -> ProbeResult:
     """Optimise sampling weights against ``weighted_loss(candidates, weights)``; FD in every space before/after.
 
@@ -213,54 +272,91 @@ def resample_probe(
     uniform = torch.full((count,), 1.0 / count, dtype=torch.float64)
     before = draw_sets(uniform, sample_size, draws, seed)
     after = draw_sets(probabilities, sample_size, draws, seed)  # same stream: unchanged weights give the same sets
-    rows = fd_rows(features, before, after, attack_space, seed, progress)
+    rows = fd_rows(features, before, after, attack_space, seed, progress, seen)
     return ProbeResult(
         rows, sample_size, draws, first, last, probabilities, float(1.0 / probabilities.square().sum()), label
     )
 
 
+def _span(interval: Optional[tuple[float, float]]) -> str:
+    return "" if interval is None else f"[{interval[0]:.3g}, {interval[1]:.3g}]"
+
+
+def _flag(row: SpaceRow, which: str) -> str:
+    interval = row.fdr_interval(which)
+    value = row.fdr_before if which == "before" else row.fdr_after
+    return "*" if interval is not None and value < 1.0 and interval[1] < 1.0 else ""
+
+
 def format_result(result: ProbeResult, title: str) -> str:
-    """A plain-text table: FD and FDr per space before/after, the attacked space marked, FDr^k last."""
+    """A plain-text table: FD and FDr (with intervals over the draws) per space before/after, the attacked space
+    marked, FDr^k and fdr_unseen last; ``*`` on an FDr whose interval lies wholly below 1."""
     lines = [
         title,
         f"attacked objective (weighted): {result.attack_value_before:.5g} -> {result.attack_value_after:.5g}; "
         f"{result.draws} draws of {result.sample_size}; effective candidates {result.effective_size:.0f} of "
-        f"{result.probabilities.shape[0]}",
-        f"{'space':<30} {'FD before':>11} {'FD after':>11} {'change':>8} {'FDr before':>11} {'FDr after':>10}",
+        f"{result.probabilities.shape[0]}; [low, high]: {100 * LEVEL:g}% interval over the draws",
+        f"{'space':<30} {'FD before':>11} {'FD after':>11} {'change':>8} {'FDr before':>26} {'FDr after':>26}",
     ]
     for row in result.rows:
-        name = f"{row.space}{' (attacked)' if row.attacked else ''}"
+        mark = " (attacked)" if row.attacked else " (trained)" if row.seen else ""
+        before = f"{row.fdr_before:.3f}{_flag(row, 'before')} {_span(row.fdr_interval('before'))}"
+        after = f"{row.fdr_after:.3f}{_flag(row, 'after')} {_span(row.fdr_interval('after'))}"
         lines.append(
-            f"{name:<30} {row.fd_before:>11.4g} {row.fd_after:>11.4g} {100 * row.change:>+7.1f}% "
-            f"{row.fdr_before:>11.3f} {row.fdr_after:>10.3f}"
+            f"{row.space + mark:<30} {row.fd_before:>11.4g} {row.fd_after:>11.4g} {100 * row.change:>+7.1f}% "
+            f"{before:>26} {after:>26}"
         )
-    change = result.fdr_k_after / result.fdr_k_before - 1.0
-    lines.append(
-        f"{'FDr^k':<30} {'':>11} {'':>11} {100 * change:>+7.1f}% "
-        f"{result.fdr_k_before:>11.3f} {result.fdr_k_after:>10.3f}"
-    )
+    summaries = [("FDr^k", result.fdr_k_before, result.fdr_k_after, "fdr_k")]
+    if result.unseen:
+        summaries.append(("fdr_unseen", result.fdr_unseen("before"), result.fdr_unseen("after"), "fdr_unseen"))
+    for label, before_value, after_value, name in summaries:
+        change = after_value / before_value - 1.0
+        before = f"{before_value:.3f} {_span(result.interval(name, 'before'))}"
+        after = f"{after_value:.3f} {_span(result.interval(name, 'after'))}"
+        lines.append(f"{label:<30} {'':>11} {'':>11} {100 * change:>+7.1f}% {before:>26} {after:>26}")
+    if result.unseen:
+        lines.append(
+            f"fdr_unseen: mean FDr over {', '.join(r.space for r in result.unseen)} (not attacked, not trained)"
+        )
     return "\n".join(lines)
 
 
+def _pair(interval: Optional[tuple[float, float]]) -> Optional[list[float]]:
+    return None if interval is None else [interval[0], interval[1]]
+
+
 def result_record(result: ProbeResult) -> dict:
-    """JSON-ready summary of a probe result."""
+    """JSON-ready summary of a probe result (intervals as ``[low, high]`` over the draws, ``None`` for one draw)."""
     return {
         "label": result.label,
         "sample_size": result.sample_size,
         "draws": result.draws,
+        "interval": {"method": "percentile over the drawn sets", "draws": result.draws, "level": LEVEL},
         "attack_value_before": result.attack_value_before,
         "attack_value_after": result.attack_value_after,
         "effective_size": result.effective_size,
         "fdr_k_before": result.fdr_k_before,
         "fdr_k_after": result.fdr_k_after,
+        "fdr_k_before_interval": _pair(result.interval("fdr_k", "before")),
+        "fdr_k_after_interval": _pair(result.interval("fdr_k", "after")),
+        "fdr_unseen_spaces": [r.space for r in result.unseen],
+        "fdr_unseen_before": result.fdr_unseen("before"),
+        "fdr_unseen_after": result.fdr_unseen("after"),
+        "fdr_unseen_before_interval": _pair(result.interval("fdr_unseen", "before")),
+        "fdr_unseen_after_interval": _pair(result.interval("fdr_unseen", "after")),
         "spaces": {
             r.space: {
                 "attacked": r.attacked,
+                "trained": r.seen,
                 "fd_before": r.fd_before,
                 "fd_after": r.fd_after,
                 "fd_heldout": r.fd_heldout,
                 "fdr_before": r.fdr_before,
                 "fdr_after": r.fdr_after,
+                "fdr_before_interval": _pair(r.fdr_interval("before")),
+                "fdr_after_interval": _pair(r.fdr_interval("after")),
+                "fdr_below_one_before": bool(_flag(r, "before")),
+                "fdr_below_one_after": bool(_flag(r, "after")),
             }
             for r in result.rows
         },
