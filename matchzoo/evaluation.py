@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from torch.utils.data import Dataset
@@ -37,35 +38,67 @@ def evaluate_samples(
     cache_dir: Optional[str] = None,
     progress: bool = True,
     seen: Sequence[str] = (),
+    workers: int = 0,
+    reference_stats: Optional[str] = None,
 ) -> dict:
     """Every metric of ``settings`` (a :class:`~matchzoo.metrics.suite.SuiteSettings`) in every space, each space
     built by ``make_space(name)`` when its turn comes; returns ``{'spaces': {name: row}, 'fdr_k': ...}``.
-    ``seen``: spaces the samples were optimised in (trained or attacked), left out of ``fdr_unseen``."""
-    from matchzoo.data.cache import reference_features, reference_stats
+    ``seen``: spaces the samples were optimised in (trained or attacked), left out of ``fdr_unseen``.
+    ``reference_stats``: a statistics file, or a folder of ``<space>.npz`` (``matchzoo stats --export``, pytorch-fid,
+    clean-fid, ADM reference batches), that replaces the train split's statistics as every space's FD reference
+    (the dataset still gives the held-out side and the samples KID/PRDC compare with); ``workers``: DataLoader
+    processes decoding images."""
+    from matchzoo.data.cache import reference_features
+    from matchzoo.data.cache import reference_stats as reference_stats_of
     from matchzoo.data.features import extract_features
     from matchzoo.metrics.frechet import FrechetReference, GaussianStats
     from matchzoo.metrics.suite import evaluate_space
 
     rows: dict[str, dict[str, float]] = {}
+    files: dict[str, dict[str, str]] = {}  # space -> the statistics file read (path, SHA-256, arrays)
     for name in tqdm(space_names, desc="spaces", disable=not progress):
         space = make_space(name)
-        cached = dict(batch_size=batch_size, device=device, cache_dir=cache_dir, progress=progress)
+        cached = dict(batch_size=batch_size, device=device, cache_dir=cache_dir, progress=progress, workers=workers)
         reference = reference_features(space, dataset, "train", **cached)
         heldout = reference_features(space, dataset, "heldout", **cached)
-        mean, cov = reference_stats(space, dataset, "train", **cached)
+        if reference_stats is None:
+            mean, cov = reference_stats_of(space, dataset, "train", **cached)
+            frechet, cache_key = FrechetReference(GaussianStats(mean, cov, reference.shape[0])), None
+        else:
+            frechet, record = FrechetReference.from_stats_file(
+                stats_file_for(reference_stats, name), space, "--reference_stats"
+            )
+            files[name] = record.record()
+            cache_key = ("stats", record.sha256)  # the held-out FD is against the file's statistics
         generated = extract_features(
-            space, images, batch_size=batch_size, device=device, desc=f"samples in {name}", progress=progress
+            space,
+            images,
+            batch_size=batch_size,
+            device=device,
+            desc=f"samples in {name}",
+            progress=progress,
+            workers=workers,
         )
         rows[name] = evaluate_space(
             generated,
             reference,
             heldout,
             settings,
-            FrechetReference(GaussianStats(mean, cov, reference.shape[0])),
-            cache_key=(space.fingerprint, dataset.fingerprint),
+            frechet,
+            cache_key=(space.fingerprint, dataset.fingerprint, *(cache_key or ())),
             name=name,
         )
-    return summarize(rows, settings, seen)
+    result = summarize(rows, settings, seen)
+    if files:
+        result["reference_stats"] = files
+    return result
+
+
+def stats_file_for(reference_stats: str, space_name: str) -> str:
+    """``--reference_stats``: a statistics file, or the folder holding ``<space>.npz`` for each space."""
+    from matchzoo.stats_files import export_path
+
+    return str(export_path(reference_stats, space_name)) if Path(reference_stats).is_dir() else reference_stats
 
 
 def summarize(rows: dict, settings, seen: Sequence[str] = ()) -> dict:

@@ -70,7 +70,13 @@ def test_a_callbacks_own_binding_wins_over_train():
 
 def test_evaluator_metrics_chooses_what_runs_in_training():
     _, default, _, _ = built()
-    assert [type(m).registry_name for m in default.metrics] == ["fd_reference", "fd_to_heldout", "fdr"]
+    assert [type(m).registry_name for m in default.metrics] == [
+        "fd_reference",
+        "fd_to_heldout",
+        "fdr",
+        "inception_score",  # runs only in inception_logits (Metric.spaces)
+        "intervals",
+    ]
     _, chosen, _, _ = built("evaluator.metrics = ['fdr', 'kid', 'fd_reference']", "kid.subsets = 3")
     assert [type(m).registry_name for m in chosen.metrics] == ["fd_reference", "fdr", "kid"]
     assert chosen.metrics[-1].subsets == 3

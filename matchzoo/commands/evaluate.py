@@ -27,9 +27,11 @@ import argparse
 import json
 import sys
 import warnings
+from pathlib import Path
 
 from matchzoo import cli_args
 from matchzoo import validate as check
+from matchzoo.errors import MatchzooError
 
 HELP = "evaluate samples (npz, image folder or checkpoint) against a dataset in several feature spaces"
 
@@ -83,7 +85,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="A,B",
         help="spaces the samples were optimised in (trained or attacked): left out of fdr_unseen",
     )
+    parser.add_argument(
+        "--reference_stats",
+        default=None,
+        metavar="FILE_OR_DIR",
+        help="FD reference statistics instead of the --reference train split: an npz with mu/sigma (matchzoo stats "
+        "--export, pytorch-fid, clean-fid, an ADM reference batch) or a folder of <space>.npz",
+    )
     cli_args.add_seed(parser)
+    cli_args.add_workers(parser)
     cli_args.add_batch_size(parser)
     cli_args.add_device(parser)
     cli_args.add_cache_dir(parser)
@@ -129,7 +139,7 @@ def seen_spaces(args: argparse.Namespace, names: list[str]) -> list[str]:
     return seen
 
 
-def evaluate(args: argparse.Namespace) -> dict:
+def evaluate(args: argparse.Namespace, device: str | None = None) -> dict:
     """The options, checked in order (every missing model in one line before any work), then the library call."""
     from matchzoo.evaluation import evaluate_samples
     from matchzoo.samples import load_samples
@@ -140,7 +150,13 @@ def evaluate(args: argparse.Namespace) -> dict:
     per_space = cli_args.space_params(args.space_param, names)
     check_weights(option_requests(per_space))
     dataset = cli_args.make_dataset(args.reference, args.dataset_param)
-    images = load_samples(args.samples, dataset, args.num_samples, args.seed, args.device)
+    device = device or args.device
+    if args.reference_stats is not None and not Path(args.reference_stats).exists():
+        raise MatchzooError(
+            f"--reference_stats {args.reference_stats!r} does not exist; give an npz with mu and sigma or a folder "
+            f"written by `python -m matchzoo stats --export DIR`"
+        )
+    images = load_samples(args.samples, dataset, args.num_samples, args.seed, device)
     scores = evaluate_samples(
         images,
         dataset,
@@ -148,10 +164,12 @@ def evaluate(args: argparse.Namespace) -> dict:
         cli_args.space_maker(per_space),
         suite_settings(args),
         batch_size=args.batch_size,
-        device=args.device,
+        device=device,
         cache_dir=args.cache_dir,
         progress=not args.no_progress,
         seen=seen,
+        workers=args.workers,
+        reference_stats=args.reference_stats,
     )
     return {"samples": str(args.samples), "reference": args.reference, "num_samples": len(images), **scores}
 
@@ -159,10 +177,14 @@ def evaluate(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     from matchzoo.evaluation import format_csv, format_table
     from matchzoo.linalg import FewSamplesWarning
+    from matchzoo.torchrun import command_ranks
 
-    with warnings.catch_warnings(record=True) as caught:
+    # under torchrun every rank extracts its shard of the samples (and of an uncached reference); rank 0 prints
+    with command_ranks(args.device) as ranks, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", FewSamplesWarning)
-        result = evaluate(args)
+        result = evaluate(args, ranks.device)
+    if not ranks.main:
+        return 0
     metrics = suite_settings(args).metrics()
     for message in dict.fromkeys(str(w.message) for w in caught):  # one line each, no duplicates
         print(f"matchzoo: warning: {message}", file=sys.stderr)

@@ -35,9 +35,10 @@ import torch
 from matchzoo import keys, stats_files
 from matchzoo import validate as check
 from matchzoo.errors import MatchzooError, UnknownNameError
-from matchzoo.metrics import Metric, SpaceReference, compute_row, fdr_k, make_metrics, metric_names
+from matchzoo.metrics import Metric, SpaceReference, compute_row, make_metrics, metric_names
 from matchzoo.metrics.fdrk import FDr
 from matchzoo.metrics.stability import matching_stability
+from matchzoo.metrics.summary import across_spaces, eval_keys
 from matchzoo.spaces.base import FeatureSpace
 from matchzoo.tracking import Tracker, TrackingError
 from matchzoo.train import checkpoint
@@ -228,7 +229,7 @@ class Evaluator(Callback):
     def evaluate(self, trainer) -> dict[str, float]:
         n = self.samples or self.context.batch_size
         images = self.generate(trainer, n)
-        metrics = self.score(self.features(images))
+        metrics = self.score(self.features(images), seen=trained_spaces(trainer))
         if self.stability_every and trainer.step % self.stability_every == 0:
             metrics.update(self.stability(trainer, images))
         self.last = metrics
@@ -246,7 +247,7 @@ class Evaluator(Callback):
             return
         n = self.samples or self.context.batch_size
         for ema in emas[1:]:
-            metrics = self.score(self.features(self.generate(trainer, n, ema.model)))
+            metrics = self.score(self.features(self.generate(trainer, n, ema.model)), seen=trained_spaces(trainer))
             self.other_emas[ema.decay] = metrics
             if self.tracker is not None:
                 self.tracker.log_metrics({keys.ema_key(ema.decay, k): v for k, v in metrics.items()}, trainer.step)
@@ -258,17 +259,17 @@ class Evaluator(Callback):
             if self.tracker is not None:
                 self.tracker.set_tags({BEST_EMA_DECAY_TAG: f"{self.best_ema_decay:g}"})
 
-    def score(self, features: dict[str, torch.Tensor]) -> dict[str, float]:
-        """``eval/<key>/<space>`` of every selected metric and ``eval/fdr_k``, from generated ``(n, D)``
-        features per eval space (each space's real side is in :attr:`references`)."""
+    def score(self, features: dict[str, torch.Tensor], seen: Sequence[str] = ()) -> dict[str, float]:
+        """``eval/<key>/<space>`` of every selected metric, ``eval/fdr_k`` and ``eval/fdr_unseen``, from generated
+        ``(n, D)`` features per eval space (each space's real side is in :attr:`references`); ``seen``: the spaces
+        the run trains in."""
         rows = {
             space: compute_row(self.space_metrics.get(space, self.metrics), fake, self.references[space], self.seed)
             for space, fake in features.items()
         }
         metrics = {keys.eval_key(key, space): value for space, row in rows.items() for key, value in row.items()}
-        fdrk = fdr_k(rows)
-        if fdrk is not None:
-            metrics[keys.FDRK] = fdrk
+        # eval/fdr_k and eval/fdr_unseen (over the eval spaces no term trains in), with intervals when drawn
+        metrics.update(eval_keys(across_spaces(rows, seen)))
         return metrics
 
     def stability(self, trainer, images: torch.Tensor) -> dict[str, float]:
@@ -482,3 +483,8 @@ def metric_logger(schedule: Schedule, every: Optional[int] = None) -> Callable[.
     """``every = None``: ``train.log_every``."""
     every = schedule.log_every if every is None else check.positive_int("metric_logger.every", every)
     return functools.partial(MetricLogger, every=every)
+
+
+def trained_spaces(trainer) -> list[str]:
+    """The names of the spaces the run's terms train in (not 'unseen' for :func:`across_spaces`)."""
+    return [term.space.name for term in trainer.terms]
