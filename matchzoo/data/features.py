@@ -46,6 +46,10 @@ def extract_features(
         num_workers=workers if workers_allowed(images) else 0,
         persistent_workers=False,
         pin_memory=on_cuda,
+        # an iterator draws its workers' base seed from this generator: without one it comes from the global RNG,
+        # so extracting a reference (a cache miss) would shift every later random draw of a run (label dropout,
+        # sliced directions) and a cold cache would give another run than a warm one
+        generator=torch.Generator().manual_seed(0),
     )
     space = space.to(device)
     features = torch.empty(len(local), space.dim)  # filled in place: no list of chunks plus a concatenated copy
