@@ -440,7 +440,8 @@ def run_sweep(
             pending.append((index, cell))
     with bar:
         _run_cells(pending, len(cells), launcher, client, spec, name, result, bar)
-    bar.write(f"sweep {name!r}: {len(result.finished)} run, {len(result.skipped)} skipped, {len(result.failed)} failed")
+    # the result line goes to stdout after the bar has closed (scripts and logs read it there)
+    log(f"sweep {name!r}: {len(result.finished)} run, {len(result.skipped)} skipped, {len(result.failed)} failed")
     return result
 
 

@@ -121,7 +121,7 @@ def test_torchrun_two_processes_end_to_end(isolated_runs):
     assert result.returncode == 0, result.stderr[-3000:]
     payload = torch.load(isolated_runs / "runs" / "ddp" / "checkpoint.pt", weights_only=True)
     assert payload["step"] == 10 and payload["world_size"] == 2
-    assert result.stdout.count("eval/fdr_k") == 1  # only rank 0 reports
+    assert result.stdout.count("eval/fdr_k ") == 1  # only rank 0 reports
 
 
 def _free_port() -> int:

@@ -79,7 +79,7 @@ def train(isolated_runs, capsys, *bindings) -> tuple[int, list[str]]:
         ("train.device = 'tpu9'", ["train.device", "'tpu9'"]),
         (
             "train.dataset = @pixels()",
-            ["train.dataset must be a dataset such as @digits(), got the feature space 'pixels'"],
+            ["train.dataset must be a dataset such as @digits() (or None), got the feature space 'pixels'"],
         ),
         ("train.generator = @digits()", ["train.generator must be a generator such as @mlp, got the dataset 'digits'"]),
         ("train.terms = [@digits()]", ["train.terms", "such as [@term]", "'digits'"]),

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
-from typing import Hashable, Mapping, Optional
+from typing import Hashable, Iterable, Iterator, Mapping, Optional
 
 import numpy as np
 import torch
@@ -84,25 +84,40 @@ def check_spec(draws, level, draws_option: str = "intervals.draws", level_option
 
 def resample_indices(n: int, draws: int, seed: int, stream: int) -> torch.Tensor:
     """``(draws, n)`` indices in ``[0, n)`` drawn with replacement; a function of ``(n, draws, seed, stream)`` only."""
+    return torch.stack(list(iter_resamples(n, draws, seed, stream)))
+
+
+def iter_resamples(n: int, draws: int, seed: int, stream: int) -> Iterator[torch.Tensor]:
+    """The rows of :func:`resample_indices`, one at a time (50 k samples x 100 draws would be 40 MB at once)."""
     state = int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, stream, n]).generate_state(1)[0])
-    return torch.randint(0, n, (draws, n), generator=torch.Generator().manual_seed(state))
+    generator = torch.Generator().manual_seed(state)
+    for _ in range(draws):
+        yield torch.randint(0, n, (n,), generator=generator)
 
 
-def bootstrap_distances(reference: FrechetReference, features: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+ROWS_PER_CHUNK = 8192  # rows of the centred features per product: the (D, rows) weighted copy stays small
+
+
+def bootstrap_distances(reference: FrechetReference, features: torch.Tensor, indices: Iterable[torch.Tensor]):
     """FD to ``reference`` of every resample ``features[indices[b]]``: ``(draws,)`` float64.
 
     A resample is a count vector ``w`` over the ``n`` rows: mean ``w^T x / n`` and unbiased covariance
     ``(X_c^T diag(w) X_c - n m m^T) / (n - 1)`` (``X_c`` centred once on the sample mean, ``m`` the resample's mean
-    in those coordinates), so no resampled copy of the features is made."""
-    x = linalg.as_float64_tensor(features)
-    n = x.shape[0]
-    shift = x.mean(dim=0)
-    centred = x - shift  # (n, D)
+    in those coordinates), so no resampled copy of the features is made; the weighted product runs over chunks of
+    rows, so the memory beyond the centred float64 features stays a few MB at any n."""
+    centred = linalg.as_float64_tensor(features)
+    shift = centred.mean(dim=0)
+    centred = centred - shift  # (n, D); the float64 copy of the input (if one was made) is released here
+    n = centred.shape[0]
     values = []
     for row in indices:
-        counts = torch.bincount(row, minlength=n).to(x)  # (n,)
+        counts = torch.bincount(row, minlength=n).to(centred)  # (n,)
         mean = counts @ centred / n  # (D,)
-        cov = (centred.T * counts) @ centred - n * torch.outer(mean, mean)
+        cov = torch.zeros(centred.shape[1], centred.shape[1], dtype=centred.dtype)
+        for start in range(0, n, ROWS_PER_CHUNK):
+            block = centred[start : start + ROWS_PER_CHUNK]
+            cov += (block.T * counts[start : start + ROWS_PER_CHUNK]) @ block
+        cov -= n * torch.outer(mean, mean)
         stats = GaussianStats(shift + mean, linalg.symmetrize(cov / (n - 1)), n)
         values.append(reference.distance_to_stats(stats))
     return torch.tensor(values, dtype=torch.float64)
@@ -123,7 +138,7 @@ def percentile_interval(values: torch.Tensor, level: float) -> tuple[float, floa
 
 def fd_draws(reference: FrechetReference, features: torch.Tensor, observed: float, draws: int, seed: int):
     """Rescaled bootstrap FDs ``(draws,)`` of all of ``features`` ``(n, D)`` (generated stream)."""
-    indices = resample_indices(features.shape[0], draws, seed, GENERATED_STREAM)
+    indices = iter_resamples(features.shape[0], draws, seed, GENERATED_STREAM)
     return rescaled(bootstrap_distances(reference, features, indices), observed)
 
 
@@ -135,7 +150,7 @@ def heldout_draws(real: SpaceReference, size: int, observed: float, draws: int, 
     if memo is not None and key in memo:
         return memo[key]
     heldout = subsample(real.heldout, size, seed)
-    indices = resample_indices(size, draws, seed, HELDOUT_STREAM)
+    indices = iter_resamples(size, draws, seed, HELDOUT_STREAM)
     values = rescaled(bootstrap_distances(real.frechet, heldout, indices), observed)
     if memo is not None:
         memo[key] = values
