@@ -67,12 +67,17 @@ def _worker(rank, names, store, out_dir):
     # once aborted its peer ("terminate called without an active exception", SIGABRT) in a full-suite run
     dist.barrier()
     dist.destroy_process_group()
+    # leave without C++ static destructors: gloo's threads sometimes outlive the group and abort the exit
+    # ("terminate called without an active exception", SIGABRT) after the results are already on disk
+    os._exit(0)
 
 
 def test_two_processes_match_one_process_for_every_objective(tmp_path):
     import matchzoo
+    from matchzoo.registry import OBJECTIVES
 
-    names = [n for n in matchzoo.list_objectives() if not n.startswith(("test_", "mean_gap"))]
+    # matchzoo's own objectives: the spawned processes import matchzoo afresh (other tests register throwaway ones)
+    names = [n for n in matchzoo.list_objectives() if OBJECTIVES.get(n).__module__.startswith("matchzoo.")]
     mp.spawn(_worker, args=(names, str(tmp_path / "store"), str(tmp_path)), nprocs=WORLD, join=True)
     for rank in range(WORLD):
         results = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
