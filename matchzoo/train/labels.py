@@ -45,7 +45,8 @@ class LabelSource:
         self.num_classes = num_classes(generator)
         self.class_matched = class_matched
         self.frequencies: Optional[torch.Tensor] = None  # (K,) float64 weights; None = uniform
-        self.order = self.offsets = self.counts = None
+        self.counts: Optional[torch.Tensor] = None  # (K,) train items per class
+        self.index: Optional[ClassIndex] = None  # with class_matched: the train split grouped by class
         generator_name = getattr(generator, "generator_name", type(generator).__name__)
         if not self.num_classes:
             if class_matched:
@@ -78,8 +79,7 @@ class LabelSource:
                     f"in the train split of dataset {dataset.name!r}, and train.label_sampling = {sampling!r} "
                     f"draws it; use train.label_sampling = 'data' or class_matched_real = False"
                 )
-            self.order = torch.argsort(labels, stable=True)  # train indices grouped by class
-            self.offsets = torch.cumsum(self.counts, 0) - self.counts  # (K,) where each class starts in `order`
+            self.index = ClassIndex(labels, self.num_classes)  # train items grouped by class
 
     @property
     def conditional(self) -> bool:
@@ -93,6 +93,20 @@ class LabelSource:
 
     def real_indices(self, labels: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
         """``(n,)`` train-split indices whose item ``i`` has class ``labels[i]``, each uniform within its class."""
+        return self.index.draw(labels, rng)
+
+
+class ClassIndex:
+    """Items grouped by class (the train split, or a pool of it): :meth:`draw` picks, for labels ``y_1..y_n``,
+    item ``i`` uniformly among the items of class ``y_i``."""
+
+    def __init__(self, item_labels: torch.Tensor, classes: int):
+        self.counts = torch.bincount(item_labels, minlength=classes)  # (K,) items per class
+        self.order = torch.argsort(item_labels, stable=True)  # item positions grouped by class
+        self.offsets = torch.cumsum(self.counts, 0) - self.counts  # (K,) where each class starts in `order`
+
+    def draw(self, labels: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        """``(n,)`` item positions of classes ``labels`` (one float64 uniform per item from ``rng``)."""
         labels = labels.cpu()
         counts = self.counts[labels]  # (n,)
         uniform = torch.rand(labels.shape[0], generator=rng, dtype=torch.float64)

@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 
 from matchzoo.errors import MatchzooError
-from matchzoo.train.labels import LabelSource, num_classes, train_labels
+from matchzoo.train.labels import ClassIndex, LabelSource, num_classes, train_labels
 
 
 class UniformLabels:
@@ -56,31 +56,25 @@ def label_source(setup):
 
 class PoolLabels:
     """Class-matched real items within the pool: item ``i`` of the batch is drawn uniformly among the *pooled*
-    train items of class ``labels[i]`` (the formula of :meth:`LabelSource.real_indices`, over the pool). Without
-    a pool it is ``labels.real_indices`` itself."""
+    train items of class ``labels[i]`` (a :class:`ClassIndex` over the pool, as :meth:`LabelSource.real_indices`
+    has over the train split). Without a pool it is ``labels.real_indices`` itself."""
 
     def __init__(self, labels, dataset, index: Optional[torch.Tensor], pool_size: Optional[int]):
         self.labels, self.pooled = labels, index is not None
         if not self.pooled or not labels.class_matched:
             return
-        pooled_labels = train_labels(dataset)[index]  # (P,) class of each pooled item
-        self.counts = torch.bincount(pooled_labels, minlength=labels.num_classes)
-        drawn = labels.counts > 0 if labels.frequencies is not None else torch.ones_like(self.counts, dtype=torch.bool)
-        empty = torch.nonzero(drawn & (self.counts == 0)).flatten()
+        self.index = ClassIndex(train_labels(dataset)[index], labels.num_classes)  # the pooled items by class
+        counts = self.index.counts
+        drawn = labels.counts > 0 if labels.frequencies is not None else torch.ones_like(counts, dtype=torch.bool)
+        empty = torch.nonzero(drawn & (counts == 0)).flatten()
         if empty.numel():
             raise MatchzooError(
                 f"train.real_pool_size = {pool_size} holds no train item of class {int(empty[0])} (of "
                 f"{labels.num_classes}) but train.class_matched_real = True draws it; raise train.real_pool_size"
             )
-        self.order = torch.argsort(pooled_labels, stable=True)  # pool positions grouped by class
-        self.offsets = torch.cumsum(self.counts, 0) - self.counts
 
     def real_indices(self, labels: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
         """``(n,)`` indices into the pool (into the train split without a pool) of items of class ``labels[i]``."""
         if not self.pooled:
             return self.labels.real_indices(labels, rng)
-        labels = labels.cpu()
-        counts = self.counts[labels]  # (n,)
-        uniform = torch.rand(labels.shape[0], generator=rng, dtype=torch.float64)
-        within = torch.minimum((uniform * counts).long(), counts - 1)
-        return self.order[self.offsets[labels] + within]
+        return self.index.draw(labels, rng)
