@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import io
-from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from torch.utils.data import Dataset
@@ -48,25 +47,26 @@ def evaluate_samples(
     clean-fid, ADM reference batches), that replaces the train split's statistics as every space's FD reference
     (the dataset still gives the held-out side and the samples KID/PRDC compare with); ``workers``: DataLoader
     processes decoding images."""
-    from matchzoo.data.cache import reference_features
-    from matchzoo.data.cache import reference_stats as reference_stats_of
+    from matchzoo.data.cache import reference_features, reference_record
     from matchzoo.data.features import extract_features
     from matchzoo.metrics.frechet import FrechetReference, GaussianStats
     from matchzoo.metrics.suite import evaluate_space
+    from matchzoo.stats_files import stats_file
 
     rows: dict[str, dict[str, float]] = {}
     files: dict[str, dict[str, str]] = {}  # space -> the statistics file read (path, SHA-256, arrays)
     for name in tqdm(space_names, desc="spaces", disable=not progress):
         space = make_space(name)
         cached = dict(batch_size=batch_size, device=device, cache_dir=cache_dir, progress=progress, workers=workers)
-        reference = reference_features(space, dataset, "train", **cached)
+        train = reference_record(space, dataset, "train", **cached)  # features and float64 statistics, one read
+        reference = train["features"]
         heldout = reference_features(space, dataset, "heldout", **cached)
         if reference_stats is None:
-            mean, cov = reference_stats_of(space, dataset, "train", **cached)
-            frechet, cache_key = FrechetReference(GaussianStats(mean, cov, reference.shape[0])), None
+            frechet = FrechetReference(GaussianStats(train["mean"], train["cov"], reference.shape[0]))
+            cache_key = None
         else:
             frechet, record = FrechetReference.from_stats_file(
-                stats_file_for(reference_stats, name), space, "--reference_stats"
+                stats_file(reference_stats, name), space, "--reference_stats"
             )
             files[name] = record.record()
             cache_key = ("stats", record.sha256)  # the held-out FD is against the file's statistics
@@ -92,13 +92,6 @@ def evaluate_samples(
     if files:
         result["reference_stats"] = files
     return result
-
-
-def stats_file_for(reference_stats: str, space_name: str) -> str:
-    """``--reference_stats``: a statistics file, or the folder holding ``<space>.npz`` for each space."""
-    from matchzoo.stats_files import export_path
-
-    return str(export_path(reference_stats, space_name)) if Path(reference_stats).is_dir() else reference_stats
 
 
 def summarize(rows: dict, settings, seen: Sequence[str] = ()) -> dict:

@@ -116,6 +116,13 @@ def export_path(directory: str | Path, space_name: str, split: str = "train") ->
     return Path(directory) / f"{space_name}{suffix}.npz"
 
 
+def stats_file(reference: str | Path, space_name: str) -> Path:
+    """A reference given as a statistics file, or as a folder written by ``stats --export``: the file to read for
+    ``space_name`` (the folder's ``<space>.npz``; a file is itself, ``~`` expanded)."""
+    path = Path(os.path.expanduser(str(reference)))
+    return export_path(path, space_name) if path.is_dir() else path
+
+
 def check_writable(paths: Iterable[Path], force: bool) -> None:
     """Before any extraction: the folders exist (created) and are writable, and no file would be replaced unless
     ``force``."""

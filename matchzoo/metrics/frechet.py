@@ -239,7 +239,7 @@ class SpaceReference:
         if reference_path.is_dir():
             if space is None:
                 raise ValueError("a statistics folder needs the space whose <space>.npz to read")
-            reference_path = stats_files.export_path(reference_path, space.name)
+            reference_path = stats_files.stats_file(reference_path, space.name)
             beside = stats_files.export_path(reference_path.parent, space.name, "heldout")
             heldout_path = heldout_path if heldout_path is not None or not beside.is_file() else beside
         frechet, reference_file = FrechetReference.from_stats_file(reference_path, space, option)
