@@ -31,17 +31,22 @@ def command(port: int) -> list[str]:
     return [mlflow, "ui", "--backend-store-uri", tracking_uri(), "--host", HOST, "--port", str(port)]
 
 
-def check_port_free(port: int) -> None:
-    """Refuse a busy port up front: mlflow would log the bind error and still exit 0."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+def check_port_free(port: int, host: str = HOST, hint: str = "pass --port N") -> None:
+    """Refuse a busy port up front: mlflow would log the bind error and still exit 0. ``hint``: the options that
+    choose the address, named in the message when the port cannot be used for another reason."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as error:
+        raise MatchzooError(f"--host {host!r}: cannot resolve it ({error.strerror}); give an address or name") from None
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
         # the server sets SO_REUSEADDR too, so a port in TIME_WAIT is free for it and must count as free here
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind((HOST, port))
+            probe.bind((host, port))
         except OSError as error:
             if error.errno == errno.EADDRINUSE:
-                raise MatchzooError(f"port {port} is in use on {HOST}; pass --port N with a free port") from None
-            raise MatchzooError(f"cannot use port {port} on {HOST}: {error.strerror}; pass --port N") from None
+                raise MatchzooError(f"port {port} is in use on {host}; pass --port N with a free port") from None
+            raise MatchzooError(f"cannot use port {port} on {host}: {error.strerror}; {hint}") from None
 
 
 def serve(cmd: list[str]) -> int:

@@ -9,13 +9,13 @@ process group and stops on SIGINT/SIGTERM like ``matchzoo ui`` (:mod:`matchzoo.m
 
 from __future__ import annotations
 
-import errno
 import shutil
 import socket
 import sys
 from pathlib import Path
 from typing import Optional
 
+from matchzoo import mlflow_ui
 from matchzoo.errors import MatchzooError
 from matchzoo.tracking import DEFAULT_TRACKING_URI, open_sqlite_store, tracking_uri
 
@@ -75,18 +75,7 @@ def prepare_store(store_uri: str) -> None:
 
 def check_port_free(host: str, port: int) -> None:
     """A busy port is one line up front (mlflow would log the bind error and exit 0)."""
-    try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-    except socket.gaierror as error:
-        raise MatchzooError(f"--host {host!r}: cannot resolve it ({error.strerror}); give an address or name") from None
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as error:
-            if error.errno == errno.EADDRINUSE:
-                raise MatchzooError(f"port {port} is in use on {host}; pass --port N with a free port") from None
-            raise MatchzooError(f"cannot use port {port} on {host}: {error.strerror}; pass --host/--port") from None
+    mlflow_ui.check_port_free(port, host, hint="pass --host/--port")
 
 
 def client_uri(host: str, port: int) -> str:
