@@ -22,6 +22,7 @@ from typing import Mapping
 
 TRAIN_PREFIX, EVAL_PREFIX = "train/", "eval/"
 TRAIN_LOSS = "train/loss"
+TRAIN_LR, TRAIN_GRAD_NORM = "train/lr", "train/grad_norm"  # the learning rate of the step, the gradient norm
 FDRK = "eval/fdr_k"
 STABILITY_PREFIX = "eval/stability/"
 # across spaces (matchzoo.metrics.summary): FDr^k's interval and the unseen-space summary with its interval
@@ -100,6 +101,12 @@ GROUP_TAG, SEED_TAG = "sweep_group", "sweep_seed"
 ROLE_TAG, SUMMARY_ROLE = "matchzoo.role", "summary"
 COMPARED_RUNS_TAG, COMPARED_SWEEP_TAG = "compared_runs", "compared_sweep"
 RUN_NAME_TAG = "mlflow.runName"  # MLflow's own: setting it renames the run
+BEST_EMA_DECAY_TAG = "best_ema_decay"  # the EMA decay with the lowest final FDr^k in a run with several
+INIT_FROM_SHA_TAG = "init_from_sha256"  # the SHA-256 of the train.init_from file a run started from
+FDR_BASELINE_TAG = "fdr_baseline"  # where each eval space's FDr denominator comes from
+EVAL_STATS_TAG = "eval_reference_stats"  # eval_reference_stats/<space>/<path|sha256|arrays|layout>
+REFERENCE_STATS_TAG = "reference_stats"  # reference_stats/<term>/<path|sha256|arrays|layout>: a term's stats file
+NO_DATASET = "none"  # the dataset tag of a run trained from statistics alone (train.dataset = None)
 
 # ----------------------------------------------------------------------------- params
 

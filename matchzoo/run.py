@@ -31,7 +31,7 @@ from matchzoo.errors import MatchzooError
 from matchzoo.spaces.resolve import check_weights, configured_requests
 from matchzoo.tracking import Tracker, TrackingError, summary_params
 from matchzoo.train import callbacks as callback_factories
-from matchzoo.train import checkpoint, distributed, init_from
+from matchzoo.train import checkpoint, distributed
 from matchzoo.train.callbacks import Checkpointer, Evaluator, MetricLogger, RunContext
 from matchzoo.train.settings import Schedule, TrainSettings
 from matchzoo.train.terms import objective_name
@@ -203,7 +203,7 @@ def _train(trainer: Trainer, run_config: RunConfig, plans: CallbackPlans, tags: 
     tags = run_tags(settings, run_config.files, run_dir, tags)
     tags.update(fdr_baseline_tag(trainer, plans))
     if trainer.init_from_sha256 is not None:  # the weights file this run started from (train.init_from)
-        tags[init_from.SHA_TAG] = trainer.init_from_sha256
+        tags[keys.INIT_FROM_SHA_TAG] = trainer.init_from_sha256
     tracker = start_tracking(settings, tags, run_dir, previous, changes, run_config.record, trainer.step)
     fields = {**run_config.checkpoint_fields(trainer.dist.world_size), "mlflow_run_id": tracker.run_id}
     checkpointer, evaluator, logger = callbacks(plans, settings, tracker, run_dir, fields, previous, trainer.step)
@@ -246,17 +246,13 @@ def run_context(settings: TrainSettings) -> RunContext:
     )
 
 
-NO_DATASET = "none"  # the dataset tag of a run trained from statistics alone (train.dataset = None)
-REFERENCE_STATS_TAG = "reference_stats"  # reference_stats/<term>/<path|sha256|arrays|layout>: a term's stats file
-
-
 def run_tags(settings: TrainSettings, files: list[Path], run_dir: Path, extra: Optional[dict]) -> dict[str, str]:
     setup = settings.setup
     return {
         keys.OBJECTIVE_TAG: ",".join(objective_name(t.objective) for t in setup.terms),
         keys.TRAIN_SPACE_TAG: ",".join(t.space.name for t in setup.terms),
         keys.EVAL_SPACES_TAG: ",".join(s.name for s in setup.eval_spaces),
-        keys.DATASET_TAG: setup.dataset.name if setup.dataset is not None else NO_DATASET,
+        keys.DATASET_TAG: setup.dataset.name if setup.dataset is not None else keys.NO_DATASET,
         keys.GIN_FILES_TAG: ",".join(str(f) for f in files),
         keys.RUN_DIR_TAG: str(run_dir),
         **reference_stats_tags(setup.terms),
@@ -283,7 +279,9 @@ def reference_stats_tags(terms) -> dict[str, str]:
     for term in terms:
         file = getattr(term.objective, "reference_file", None)
         if file is not None:
-            tags.update({f"{REFERENCE_STATS_TAG}/{term.name}/{key}": value for key, value in file.record().items()})
+            tags.update(
+                {f"{keys.REFERENCE_STATS_TAG}/{term.name}/{key}": value for key, value in file.record().items()}
+            )
     return tags
 
 

@@ -35,6 +35,7 @@ import torch
 from matchzoo import keys, stats_files
 from matchzoo import validate as check
 from matchzoo.errors import MatchzooError, UnknownNameError
+from matchzoo.keys import BEST_EMA_DECAY_TAG, EVAL_STATS_TAG, FDR_BASELINE_TAG
 from matchzoo.metrics import Metric, SpaceReference, compute_row, make_metrics, metric_names
 from matchzoo.metrics.fdrk import FDr
 from matchzoo.metrics.stability import matching_stability
@@ -44,11 +45,8 @@ from matchzoo.tracking import Tracker, TrackingError
 from matchzoo.train import checkpoint
 from matchzoo.train.settings import Schedule
 
-BEST_EMA_DECAY_TAG = "best_ema_decay"  # the EMA decay with the lowest final FDr^k in a run with several
-# the FDr denominator of the run: heldout_split | heldout_dataset:<fingerprint> | heldout_stats:<sha256> | fixed |
-# none (FD only); "<space>=<source>;..." when the eval spaces differ
-FDR_BASELINE_TAG = "fdr_baseline"
-EVAL_STATS_TAG = "eval_reference_stats"  # eval_reference_stats/<space>/<path|sha256|arrays|layout>
+# FDR_BASELINE_TAG: the FDr denominator of the run: heldout_split | heldout_dataset:<fingerprint> |
+# heldout_stats:<sha256> | fixed | none (FD only); "<space>=<source>;..." when the eval spaces differ
 REFERENCE_STATS_OPTION = "evaluator.reference_stats"
 HELDOUT_METRICS = ("fd_to_heldout", "fdr", "intervals")  # what reads the held-out side (left out when none exists)
 

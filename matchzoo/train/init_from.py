@@ -23,7 +23,6 @@ from torch import nn
 from matchzoo.errors import MatchzooError
 from matchzoo.train.checkpoint import FORMAT as CHECKPOINT_FORMAT
 
-SHA_TAG = "init_from_sha256"  # MLflow tag with the SHA-256 of the file a run started from
 SAFETENSORS = (".safetensors",)
 TORCH_FILES = (".pt", ".pth", ".bin")
 SHOWN = 5

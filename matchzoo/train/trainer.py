@@ -27,14 +27,13 @@ from tqdm.auto import tqdm
 from matchzoo import keys, signals, stats_files
 from matchzoo.errors import MatchzooError
 from matchzoo.generators.base import check_generator_output
+from matchzoo.keys import TRAIN_GRAD_NORM, TRAIN_LR
 from matchzoo.train import distributed, init_from
 from matchzoo.train.ema import EMA
 from matchzoo.train.features import RealFeatures
 from matchzoo.train.per_class import check_objective, per_class_loss
 from matchzoo.train.real_labels import PoolLabels, label_source
 from matchzoo.train.settings import Runtime, TrainSettings
-
-TRAIN_LR, TRAIN_GRAD_NORM = "train/lr", "train/grad_norm"  # the learning rate of the step, the gradient norm
 
 
 class NonFiniteError(MatchzooError):
