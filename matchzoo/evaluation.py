@@ -159,9 +159,12 @@ def format_table(result: dict, metrics) -> str:
             f"fdr_unseen = {_with_interval(result, 'fdr_unseen')}  (mean FDr over the spaces the samples were not "
             f"optimised in: {', '.join(result['unseen_spaces'])})"
         )
+    against = (
+        "the --reference_stats files" if result.get("reference_stats") else f"the train split of {result['reference']}"
+    )
     out.append(
         f"FDr^k = {_with_interval(result, 'fdr_k')}  (mean over {len(rows)} spaces; FDr at n={n} generated vs "
-        f"{denominator}, against the train split of {result['reference']})"
+        f"{denominator}, against {against})"
     )
     return "\n".join(out)
 
