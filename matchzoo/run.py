@@ -50,11 +50,14 @@ def run_experiment(
     """Train one configured experiment; returns the MLflow run id."""
     threads = torch.get_num_threads()  # train.num_threads changes a process-wide setting; give it back
     joined = distributed.current().enabled  # a process group the caller owns is theirs to leave
+    finished = False
     try:
-        return _run_experiment(gin_files, gin_params, tags, resume)
+        run_id = _run_experiment(gin_files, gin_params, tags, resume)
+        finished = True
+        return run_id
     finally:
         if not joined:
-            distributed.cleanup()
+            distributed.cleanup(finished)
         torch.set_num_threads(threads)
 
 

@@ -70,9 +70,11 @@ def command_ranks(device: str) -> Iterator[Ranks]:
     device = rank_device(device)
     joined = distributed.current().enabled  # a group the caller made is the caller's to leave
     info = distributed.init_from_env(torch.device(device).type)
+    finished = False
     try:
         with sharding.all_ranks():
             yield Ranks(device, info.is_main, info.world_size)
+        finished = True
     finally:
         if not joined:
-            distributed.cleanup()
+            distributed.cleanup(finished)

@@ -90,8 +90,15 @@ def broadcast_object(value):
     return box[0]
 
 
-def cleanup() -> None:
+def cleanup(finished: bool = False) -> None:
     """Leave the process group (the end of a torchrun run, also after an error): without it the ranks' gloo/NCCL
-    resources are torn down at interpreter exit, which NCCL reports as a leaked process group."""
+    resources are torn down at interpreter exit, which NCCL reports as a leaked process group.
+
+    ``finished``: every rank completed its work, so they first wait for each other. Rank 0 alone evaluates, logs
+    and checkpoints at the end; a rank that tore its gloo connections down meanwhile was seen to abort
+    ("terminate called without an active exception", SIGABRT), and torchrun then killed rank 0 mid-way. After an
+    error no barrier is entered: the other ranks may never reach it."""
     if dist.is_available() and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
