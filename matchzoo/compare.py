@@ -32,10 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
+import torch
+
 from matchzoo import keys
 from matchzoo import validate as check
 from matchzoo.errors import MatchzooError
 from matchzoo.keys import ROLE_TAG, SUMMARY_ROLE, SWEEP_TAG
+from matchzoo.metrics.summary import geometric_mean, unseen_spaces
 from matchzoo.tracking import search_all_runs
 
 FD, FD_TO_HELDOUT, FDR = (keys.eval_prefix(q) for q in (keys.FD, keys.FD_TO_HELDOUT, keys.FDR))
@@ -86,14 +89,17 @@ class RunSummary:
         return None
 
     def fdr_unseen(self) -> Optional[float]:
-        """Logged ``eval/fdr_unseen``, else the mean final FDr over the eval spaces not in ``train_space``."""
+        """Logged ``eval/fdr_unseen`` (key schema 3), else the geometric mean final FDr over the eval spaces in no
+        family of a ``train_space`` (:mod:`matchzoo.metrics.summary`, registered families)."""
         if keys.FDR_UNSEEN in self.final:
             return self.final[keys.FDR_UNSEEN]
         if "?" in self.train_spaces or not self.train_spaces:
             return None
         fdr = {k[len(FDR) :]: v for k, v in self.final.items() if k.startswith(FDR)}
-        unseen = [v for space, v in fdr.items() if space not in self.train_spaces]
-        return sum(unseen) / len(unseen) if unseen else None
+        unseen = unseen_spaces(fdr, self.train_spaces)
+        if not unseen:
+            return None
+        return float(geometric_mean(torch.tensor([fdr[space] for space in unseen], dtype=torch.float64)))
 
     def below_one(self) -> list[str]:
         """Spaces whose final FDr interval lies wholly below 1."""

@@ -42,7 +42,8 @@ def evaluate_samples(
 ) -> dict:
     """Every metric of ``settings`` (a :class:`~matchzoo.metrics.suite.SuiteSettings`) in every space, each space
     built by ``make_space(name)`` when its turn comes; returns ``{'spaces': {name: row}, 'fdr_k': ...}``.
-    ``seen``: spaces the samples were optimised in (trained or attacked), left out of ``fdr_unseen``.
+    ``seen``: spaces the samples were optimised in (trained or attacked), left out of ``fdr_unseen`` with every
+    space of their families.
     ``reference_stats``: a statistics file, or a folder of ``<space>.npz`` (``matchzoo stats --export``, pytorch-fid,
     clean-fid, ADM reference batches), that replaces the train split's statistics as every space's FD reference
     (the dataset still gives the held-out side and the samples KID/PRDC compare with); ``workers``: DataLoader
@@ -51,12 +52,15 @@ def evaluate_samples(
     from matchzoo.data.features import extract_features
     from matchzoo.metrics.frechet import FrechetReference, GaussianStats
     from matchzoo.metrics.suite import evaluate_space
+    from matchzoo.metrics.summary import space_family
     from matchzoo.stats_files import stats_file
 
     rows: dict[str, dict[str, float]] = {}
     files: dict[str, dict[str, str]] = {}  # space -> the statistics file read (path, SHA-256, arrays)
+    families: dict[str, str] = {}  # space -> its family (fdr_unseen leaves seen families out)
     for name in tqdm(space_names, desc="spaces", disable=not progress):
         space = make_space(name)
+        families[name] = space_family(space)
         cached = dict(batch_size=batch_size, device=device, cache_dir=cache_dir, progress=progress, workers=workers)
         train = reference_record(space, dataset, "train", **cached)  # features and float64 statistics, one read
         reference = train["features"]
@@ -88,22 +92,23 @@ def evaluate_samples(
             cache_key=(space.fingerprint, dataset.fingerprint, *(cache_key or ())),
             name=name,
         )
-    result = summarize(rows, settings, seen)
+    result = summarize(rows, settings, seen, families)
     if files:
         result["reference_stats"] = files
     return result
 
 
-def summarize(rows: dict, settings, seen: Sequence[str] = ()) -> dict:
+def summarize(rows: dict, settings, seen: Sequence[str] = (), families: Optional[dict] = None) -> dict:
     """The result record: rows (JSON-ready: ``fdr_below_one`` a boolean, ``fdr_denominator`` named), the numbers
-    across spaces with their intervals, and how the intervals were made."""
+    across spaces with their intervals, and how the intervals were made. ``families``: ``{space: family}`` of the
+    built spaces (default: the registered families)."""
     from matchzoo.metrics.summary import across_spaces, unseen_spaces
 
-    across = across_spaces(rows, seen)
+    across = across_spaces(rows, seen, families)
     result = {"spaces": {space: json_row(row) for space, row in rows.items()}}
     result.update({name: across.get(name) for name in ACROSS})
     result["seen_spaces"] = [space for space in seen if space in rows]
-    result["unseen_spaces"] = unseen_spaces(rows, seen)
+    result["unseen_spaces"] = unseen_spaces(rows, seen, families)
     result["interval"] = settings.intervals.record() if settings.interval_draws else None
     return result
 
@@ -156,8 +161,8 @@ def format_table(result: dict, metrics) -> str:
         )
     if result.get("fdr_unseen") is not None and result.get("seen_spaces"):
         out.append(
-            f"fdr_unseen = {_with_interval(result, 'fdr_unseen')}  (mean FDr over the spaces the samples were not "
-            f"optimised in: {', '.join(result['unseen_spaces'])})"
+            f"fdr_unseen = {_with_interval(result, 'fdr_unseen')}  (geometric mean FDr over the spaces in no family "
+            f"the samples were optimised in: {', '.join(result['unseen_spaces'])})"
         )
     against = (
         "the --reference_stats files" if result.get("reference_stats") else f"the train split of {result['reference']}"

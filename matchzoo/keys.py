@@ -1,6 +1,6 @@
 """Every MLflow metric key, tag and param name matchzoo writes or reads, in one place.
 
-Metric keys (schema 2):
+Metric keys (schema 3):
 
 * ``train/loss`` and ``train/<term>/<log>`` (``train/<term>/critic/<log>`` for a critic's logs);
 * ``eval/<quantity>/<space>`` for every quantity a registered metric computes in one space
@@ -64,18 +64,27 @@ def ema_key(decay: float, key: str) -> str:
 
 # ----------------------------------------------------------------------------- key schema
 
-KEY_SCHEMA_TAG, KEY_SCHEMA = "matchzoo.key_schema", "2"
+KEY_SCHEMA_TAG, KEY_SCHEMA = "matchzoo.key_schema", "3"
 LEGACY_QUANTITIES = {FD: FD_TO_HELDOUT}  # schema 1 quantity -> its schema 2 name
+# schema 3: eval/fdr_unseen became a geometric mean over the spaces of unseen families (schema 2: an arithmetic
+# mean over the spaces not trained in); a schema 1-2 run's logged value and interval are dropped when read, and
+# `compare` recomputes the value from the run's final per-space FDr (without an interval).
+SCHEMA_3_REDEFINED = (FDR_UNSEEN, FDR_UNSEEN_LOW, FDR_UNSEEN_HIGH)
 
 
 def upgrade_metrics(metrics: Mapping[str, float], tags: Mapping[str, str]) -> dict[str, float]:
-    """A run's metrics under schema-2 keys: a run logged before the schema tag existed has its
-    ``eval/fd/<space>`` (FD to the held-out split) renamed ``eval/fd_to_heldout/<space>``. A run that has
-    the new name too is a schema-1 run resumed by a newer version: its latest values already follow schema 2."""
+    """A run's metrics under schema-3 keys. A run logged before the schema tag existed (schema 1) has its
+    ``eval/fd/<space>`` (FD to the held-out split) renamed ``eval/fd_to_heldout/<space>``; a run that has
+    the new name too is a schema-1 run resumed by a newer version: its latest values already follow schema 2.
+    A run of schema 1 or 2 loses ``eval/fdr_unseen`` and its interval (:data:`SCHEMA_3_REDEFINED`), whatever EMA
+    prefix they carry: one key never carries two meanings in a table."""
+    schema = tags.get(KEY_SCHEMA_TAG) or "1"
     upgraded = dict(metrics)
-    if tags.get(KEY_SCHEMA_TAG):
+    if schema.isdigit() and int(schema) < 3:
+        upgraded = {k: v for k, v in upgraded.items() if not any(k.endswith(name) for name in SCHEMA_3_REDEFINED)}
+    if schema != "1":
         return upgraded
-    for key in metrics:
+    for key in list(upgraded):
         new = legacy_key(key)
         if new != key and new not in metrics:
             upgraded[new] = upgraded.pop(key)

@@ -177,6 +177,35 @@ def test_runs_logged_before_key_schema_2_are_read_with_the_new_names(tmp_path):
     assert "FD pixels" in cmp.markdown_table(cmp.collect_runs(client, experiment="old")).splitlines()[0]
 
 
+def test_fdr_unseen_of_schema_2_runs_is_recomputed_under_the_schema_3_definition(tmp_path):
+    """Schema 2 logged eval/fdr_unseen as an arithmetic mean over the spaces not trained in; compare drops it (and
+    its interval) and recomputes the geometric mean over the spaces of unseen families; schema 3 values stay."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    experiment_id = client.create_experiment("schema", artifact_location=(tmp_path / "artifacts").as_uri())
+    fdr = {"pixels": 60.0, "random_conv": 20.0, "digits_classifier": 9.0, "digits_ssl": 1.2}
+
+    def make(name, schema, logged):
+        tags = {"objective": name, "train_space": "random_conv", keys.KEY_SCHEMA_TAG: schema}
+        run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+        metrics = {f"eval/fdr/{space}": value for space, value in fdr.items()}
+        metrics.update({cmp.FDRK: sum(fdr.values()) / 4, **logged})
+        client.log_batch(run_id, metrics=[Metric(k, v, 0, 10) for k, v in metrics.items()])
+        client.set_terminated(run_id, "FINISHED")
+
+    old = {keys.FDR_UNSEEN: 23.4, keys.FDR_UNSEEN_LOW: 20.0, keys.FDR_UNSEEN_HIGH: 25.0}
+    make("two", "2", {**old, keys.ema_key(0.999, keys.FDR_UNSEEN): 23.0})
+    make("three", "3", {keys.FDR_UNSEEN: 3.5, keys.FDR_UNSEEN_LOW: 3.0, keys.FDR_UNSEEN_HIGH: 4.0})
+    runs = {run.objective: run for run in cmp.collect_runs(client, experiment="schema")}
+    two = runs["two"]
+    assert two.fdr_unseen() == pytest.approx((9.0 * 1.2) ** 0.5, rel=1e-12)  # pixels left out with random_conv
+    assert two.interval(keys.FDR_UNSEEN) is None and not any(k.endswith("fdr_unseen") for k in two.final)
+    assert runs["three"].fdr_unseen() == 3.5 and runs["three"].interval(keys.FDR_UNSEEN) == (3.0, 4.0)
+    assert keys.upgrade_metrics({keys.FDR_UNSEEN: 1.0}, {}) == {}  # schema 1 (no tag) too
+
+
 def test_seed_groups_are_aggregated_as_mean_and_t_interval_and_intervals_are_shown(tmp_path):
     """Three seeds of one cell (tag sweep_group) give mean ± t(0.975, 2) s / sqrt(3); a one-seed group gives no
     interval; a run's logged intervals and flags appear in its row."""

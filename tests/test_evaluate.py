@@ -257,8 +257,9 @@ def test_json_and_table_carry_intervals_flags_and_the_unseen_summary(tmp_path, c
     """Train-split digits are the reference itself: FDr far below 1 beyond noise in pixels (flagged)."""
     train = digits.images[digits.split_indices("train")[:359]].numpy()
     samples = write_npz(tmp_path / "train.npz", train)
-    argv = ["--samples", samples, "--reference", "digits", "--spaces", SPACES, "--cache_dir", cache, "--no_prdc"]
-    argv += ["--interval_draws", "40", "--seen_spaces", "random_conv", *FAST]
+    argv = ["--samples", samples, "--reference", "digits", "--cache_dir", cache, "--no_prdc"]
+    argv += ["--spaces", SPACES + ",digits_classifier", "--interval_draws", "40", "--seen_spaces", "digits_classifier"]
+    argv += FAST
     code, out, err = evaluate(capsys, *argv, "--json", str(tmp_path / "out.json"))
     assert code == 0, err
     result = json.loads((tmp_path / "out.json").read_text())
@@ -273,7 +274,10 @@ def test_json_and_table_carry_intervals_flags_and_the_unseen_summary(tmp_path, c
     )
     assert pixels["fdr_below_one"] is True and pixels["fdr_denominator"] == "heldout"
     assert result["fdr_k_low"] < result["fdr_k"] < result["fdr_k_high"]
-    assert result["unseen_spaces"] == ["pixels"] and result["fdr_unseen"] == pytest.approx(pixels["fdr"])
+    random_conv = result["spaces"]["random_conv"]
+    assert result["unseen_spaces"] == ["pixels", "random_conv"]
+    assert result["fdr_unseen"] == pytest.approx((pixels["fdr"] * random_conv["fdr"]) ** 0.5, rel=1e-12)
+    assert result["fdr_unseen_low"] < result["fdr_unseen"] < result["fdr_unseen_high"]
     line = next(line for line in out.splitlines() if line.startswith("pixels"))
     assert f"[{pixels['fd_low']:.4g}, {pixels['fd_high']:.4g}]" in line and "]*" in line
     assert "fdr_unseen = " in out and "40 draws" in out

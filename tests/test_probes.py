@@ -13,6 +13,7 @@ import torch
 import matchzoo
 from matchzoo import linalg
 from matchzoo.errors import MatchzooError
+from matchzoo.metrics.intervals import percentile_interval
 from matchzoo.objectives import frechet, mmd
 from matchzoo.objectives.base import Objective
 from matchzoo.probes import resample, topn, weighted
@@ -646,3 +647,26 @@ def test_resample_reports_intervals_over_its_draws_and_fdr_unseen():
     text = resample.format_result(result, "title")
     assert "fdr_unseen" in text and "trained (trained)" in text and "[" in text
     assert json.dumps(record)
+
+
+def test_fdr_unseen_in_the_probe_is_a_geometric_mean_without_the_attacked_family():
+    """A fourth space of the attacked space's family (declared) is left out and marked; the unseen spaces'
+    geometric mean and its per-draw interval follow the summary's definition."""
+    features = constructed_case()
+    for name, seed in (("sibling", 30), ("third", 40)):
+        features[name] = resample.SpaceFeatures(
+            gaussian(200, 4, shift=0.3, seed=seed), gaussian(400, 4, seed=seed + 1), gaussian(100, 4, seed=seed + 2)
+        )
+    objective = matchzoo.make_objective("fd", population="batch")
+    form = weighted.weighted_loss_for(objective, features["attacked"].reference)
+    families = {"attacked": "net", "sibling": "net"}
+    result = resample.resample_probe(
+        features, "attacked", form, sample_size=100, steps=50, lr=0.1, draws=20, seed=0, families=families
+    )
+    rows = {r.space: r for r in result.rows}
+    assert [r.space for r in result.unseen] == ["other", "third"]
+    expected = (rows["other"].fdr_after * rows["third"].fdr_after) ** 0.5
+    assert result.fdr_unseen("after") == pytest.approx(expected, rel=1e-12)
+    per_draw = (rows["other"].fdr_draws("after") * rows["third"].fdr_draws("after")).sqrt()
+    assert result.interval("fdr_unseen", "after") == pytest.approx(percentile_interval(per_draw, resample.LEVEL))
+    assert "sibling (family)" in resample.format_result(result, "title")

@@ -52,7 +52,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--seen_spaces",
         default="",
         metavar="A,B",
-        help="spaces the samples were optimised in (trained or attacked): left out of fdr_unseen",
+        help="spaces the samples were optimised in (trained or attacked): left out of fdr_unseen with their families",
     )
     cli_args.add_seed(parser)
     cli_args.add_output(parser, csv=False)
@@ -114,6 +114,7 @@ def _objective_kwargs(items: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from matchzoo.metrics.summary import families_of
     from matchzoo.probes import inputs, resample
     from matchzoo.spaces.resolve import check_weights, option_requests
 
@@ -136,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         draws=args.draws,
         progress=progress,
         seen=_seen_spaces(args.seen_spaces, space_names),
+        families=families_of(spaces),
     )
     if args.probe == "resample":
         results = [_resample(args, objective, features, candidates.shape[0], common)]

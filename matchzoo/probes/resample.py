@@ -16,7 +16,8 @@ attacked distribution (weighted), so the ``level`` interval of FD, FDr, FDr^k an
 percentile interval over the ``draws`` sets (no bootstrap needed; ``draws >= 40`` for a 95% interval to mean
 much). The held-out denominator is the one FD at ``n`` for both conditions: its noise is common to before and
 after, so it is left out of the before/after comparison. ``fdr_unseen`` (:mod:`matchzoo.metrics.summary`) is
-the mean FDr over the spaces neither attacked nor in ``seen`` (e.g. the generator's training spaces).
+the geometric mean FDr over the spaces in no family of the attacked space or of a ``seen`` space (e.g. the
+generator's training spaces).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from matchzoo.errors import MatchzooError
 from matchzoo.metrics.fdrk import heldout_frechet_distance
 from matchzoo.metrics.frechet import FrechetReference
 from matchzoo.metrics.intervals import percentile_interval
+from matchzoo.metrics.summary import geometric_mean, unseen_spaces
 
 LEVEL = 0.95  # the probe's intervals over its draws
 
@@ -88,6 +90,7 @@ class ProbeResult:
     effective_size: float  # 1 / Σ p_i²: how many candidates the weights really use
     label: str = ""
     extra: dict = field(default_factory=dict)
+    families: dict = field(default_factory=dict)  # {space: family} of the built spaces (default: registered)
 
     @property
     def fdr_k_before(self) -> float:
@@ -99,14 +102,18 @@ class ProbeResult:
 
     @property
     def unseen(self) -> list[SpaceRow]:
-        """The spaces neither attacked nor seen in training: those ``fdr_unseen`` averages."""
-        return [r for r in self.rows if not r.attacked and not r.seen]
+        """The spaces in no family of an attacked or trained space: those ``fdr_unseen`` summarises."""
+        seen = [r.space for r in self.rows if r.attacked or r.seen]
+        names = unseen_spaces([r.space for r in self.rows], seen, self.families)
+        return [r for r in self.rows if r.space in names]
 
     def fdr_unseen(self, which: str) -> Optional[float]:
+        """The geometric mean FDr over :attr:`unseen` (:mod:`matchzoo.metrics.summary`)."""
         rows = self.unseen
         if not rows:
             return None
-        return sum(r.fdr_before if which == "before" else r.fdr_after for r in rows) / len(rows)
+        values = torch.tensor([r.fdr_before if which == "before" else r.fdr_after for r in rows], dtype=torch.float64)
+        return float(geometric_mean(values))
 
     def interval(self, name: str, which: str, level: float = LEVEL) -> Optional[tuple[float, float]]:
         """The interval of ``fdr_k`` or ``fdr_unseen`` (``which`` = before/after) over the drawn sets."""
@@ -114,7 +121,8 @@ class ProbeResult:
         draws = [r.fdr_draws(which) for r in rows]
         if not rows or any(d is None for d in draws):
             return None
-        return _interval(torch.stack(draws).mean(dim=0), level)
+        per_draw = torch.stack(draws)
+        return _interval(per_draw.mean(dim=0) if name == "fdr_k" else geometric_mean(per_draw), level)
 
 
 def _interval(draws: Optional[torch.Tensor], level: float) -> Optional[tuple[float, float]]:
@@ -244,6 +252,7 @@ def resample_probe(
     attack_candidates: Optional[torch.Tensor] = None,
     progress: bool = False,
     seen: Sequence[str] = (),
+    families: Optional[dict] = None,
 ) -> ProbeResult:
     """Optimise sampling weights against ``weighted_loss(candidates, weights)``; FD in every space before/after.
 
@@ -273,8 +282,9 @@ def resample_probe(
     before = draw_sets(uniform, sample_size, draws, seed)
     after = draw_sets(probabilities, sample_size, draws, seed)  # same stream: unchanged weights give the same sets
     rows = fd_rows(features, before, after, attack_space, seed, progress, seen)
+    effective = float(1.0 / probabilities.square().sum())
     return ProbeResult(
-        rows, sample_size, draws, first, last, probabilities, float(1.0 / probabilities.square().sum()), label
+        rows, sample_size, draws, first, last, probabilities, effective, label, families=dict(families or {})
     )
 
 
@@ -298,8 +308,10 @@ def format_result(result: ProbeResult, title: str) -> str:
         f"{result.probabilities.shape[0]}; [low, high]: {100 * LEVEL:g}% interval over the draws",
         f"{'space':<30} {'FD before':>11} {'FD after':>11} {'change':>8} {'FDr before':>26} {'FDr after':>26}",
     ]
+    unseen = {r.space for r in result.unseen}
     for row in result.rows:
         mark = " (attacked)" if row.attacked else " (trained)" if row.seen else ""
+        mark = mark or ("" if row.space in unseen else " (family)")
         before = f"{row.fdr_before:.3f}{_flag(row, 'before')} {_span(row.fdr_interval('before'))}"
         after = f"{row.fdr_after:.3f}{_flag(row, 'after')} {_span(row.fdr_interval('after'))}"
         lines.append(
@@ -316,7 +328,8 @@ def format_result(result: ProbeResult, title: str) -> str:
         lines.append(f"{label:<30} {'':>11} {'':>11} {100 * change:>+7.1f}% {before:>26} {after:>26}")
     if result.unseen:
         lines.append(
-            f"fdr_unseen: mean FDr over {', '.join(r.space for r in result.unseen)} (not attacked, not trained)"
+            f"fdr_unseen: geometric mean FDr over {', '.join(r.space for r in result.unseen)} (in no family of an "
+            "attacked or trained space; '(family)': shares one)"
         )
     return "\n".join(lines)
 

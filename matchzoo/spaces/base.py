@@ -114,6 +114,12 @@ class FeatureSpace(nn.Module):
     dim: int
     preprocessing: Preprocessing
     weights_source: str = "none (no weights)"
+    # The representation the features come from, for ``fdr_unseen`` (matchzoo.metrics.summary): spaces of one
+    # family are left out together when any of them was trained or attacked in. One family = one learned
+    # network (pool3, logits and sFID of Inception), or one training recipe and data at several sizes (DINOv2
+    # S/B/L), or no learned weights at all ("pixels": raw pixels and random networks, whose geometry is a fixed
+    # function of the pixels'). None: the space is its own family (its registered name).
+    family: Optional[str] = None
 
     def __init__(self) -> None:
         super().__init__()

@@ -114,6 +114,7 @@ def clip_preprocessing(mean, std, layer) -> Preprocessing:
 class ClipViTB32(OpenClipSpace):
     """CLIP ViT-B/32 (OpenAI, open_clip): 224px Pillow-bicubic, CLIP mean/std, projected image embedding, 512-d."""
 
+    family = "clip_openai"  # ViT-B/32 and ViT-L/14: one recipe and data (OpenAI WIT-400M)
     model_name, tag, quick_gelu, dim = "ViT-B-32", "openai", True, 512
     preprocessing = clip_preprocessing(OPENAI_MEAN, OPENAI_STD, "image embedding (after projection, not normalised)")
 
@@ -122,6 +123,7 @@ class ClipViTB32(OpenClipSpace):
 class ClipViTL14(OpenClipSpace):
     """CLIP ViT-L/14 (OpenAI, open_clip): 224px Pillow-bicubic, CLIP mean/std, projected image embedding, 768-d."""
 
+    family = "clip_openai"  # ViT-B/32 and ViT-L/14: one recipe and data (OpenAI WIT-400M)
     model_name, tag, quick_gelu, dim = "ViT-L-14", "openai", True, 768
     preprocessing = clip_preprocessing(OPENAI_MEAN, OPENAI_STD, "image embedding (after projection, not normalised)")
 

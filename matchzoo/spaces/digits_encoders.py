@@ -131,6 +131,7 @@ class DigitsEncoderSpace(FeatureSpace):
                 _seeded_random_state(self.net, seed),
                 f"random init (seed {seed}, pretrained=False)",
             )
+            self.family = "pixels"  # no learned weights (see FeatureSpace.family)
         try:
             self.net.load_state_dict(state)
         except RuntimeError as error:

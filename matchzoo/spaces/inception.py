@@ -101,6 +101,7 @@ class FIDInception(FeatureSpace):
 
     dim = 2048
     preprocessing = INCEPTION_PREPROCESSING
+    family = "inception"  # inception_logits and inception_sfid read the same network
 
     @classmethod
     def weights_location(cls) -> WeightsLocation:

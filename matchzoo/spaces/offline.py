@@ -15,6 +15,8 @@ from matchzoo.spaces.base import FeatureSpace, Preprocessing
 class Pixels(FeatureSpace):
     """Flattened pixels after an area resize to ``size`` x ``size``: the 'no representation' baseline."""
 
+    family = "pixels"
+
     def __init__(self, size: int = 8, channels: int = 1):
         super().__init__()
         self.preprocessing = Preprocessing(
@@ -41,6 +43,7 @@ class RandomConv(FeatureSpace):
     """
 
     weights_source = "random init (seeded)"
+    family = "pixels"  # no learned weights: a fixed random function of the pixels (see FeatureSpace.family)
 
     def __init__(self, seed: int = 0, size: int = 8, channels: int = 1, width: int = 32, dim: int = 128):
         super().__init__()

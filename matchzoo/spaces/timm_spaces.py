@@ -123,6 +123,7 @@ class DinoV2(TimmSpace):
 
     create_kwargs = {"img_size": 224, "global_pool": "token"}
     preprocessing = dinov2_preprocessing("CLS token after final LayerNorm")
+    family = "dinov2"  # S, B and L: one recipe and data (LVD-142M), distilled from one teacher
 
 
 @register_feature_space("dinov2_vits14")

@@ -39,7 +39,7 @@ from matchzoo.keys import BEST_EMA_DECAY_TAG, EVAL_STATS_TAG, FDR_BASELINE_TAG
 from matchzoo.metrics import Metric, SpaceReference, compute_row, make_metrics, metric_names
 from matchzoo.metrics.fdrk import FDr
 from matchzoo.metrics.stability import matching_stability
-from matchzoo.metrics.summary import across_spaces, eval_keys
+from matchzoo.metrics.summary import across_spaces, eval_keys, families_of
 from matchzoo.spaces.base import FeatureSpace
 from matchzoo.tracking import Tracker, TrackingError
 from matchzoo.train import checkpoint
@@ -266,8 +266,10 @@ class Evaluator(Callback):
             for space, fake in features.items()
         }
         metrics = {keys.eval_key(key, space): value for space, row in rows.items() for key, value in row.items()}
-        # eval/fdr_k and eval/fdr_unseen (over the eval spaces no term trains in), with intervals when drawn
-        metrics.update(eval_keys(across_spaces(rows, seen)))
+        # eval/fdr_k and eval/fdr_unseen (over the eval spaces in no family a term trains in), with intervals
+        spaces = self.context.eval_spaces if self.context is not None else ()
+        families = families_of({space.name: space for space in spaces})  # default: the registered families
+        metrics.update(eval_keys(across_spaces(rows, seen, families)))
         return metrics
 
     def stability(self, trainer, images: torch.Tensor) -> dict[str, float]:
