@@ -644,6 +644,7 @@ def test_resample_reports_intervals_over_its_draws_and_fdr_unseen():
     record = resample.result_record(result)
     assert record["fdr_unseen_spaces"] == ["other"] and record["interval"]["draws"] == 20
     assert record["spaces"]["attacked"]["fdr_after_interval"] == [low, high]
+    assert record["spaces"]["attacked"]["fdr_after_draws"] == draws.tolist()
     text = resample.format_result(result, "title")
     assert "fdr_unseen" in text and "trained (trained)" in text and "[" in text
     assert json.dumps(record)

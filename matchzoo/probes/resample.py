@@ -338,6 +338,10 @@ def _pair(interval: Optional[tuple[float, float]]) -> Optional[list[float]]:
     return None if interval is None else [interval[0], interval[1]]
 
 
+def _values(draws: Optional[torch.Tensor]) -> Optional[list[float]]:
+    return None if draws is None else [float(v) for v in draws]
+
+
 def result_record(result: ProbeResult) -> dict:
     """JSON-ready summary of a probe result (intervals as ``[low, high]`` over the draws, ``None`` for one draw)."""
     return {
@@ -370,6 +374,9 @@ def result_record(result: ProbeResult) -> dict:
                 "fdr_after_interval": _pair(r.fdr_interval("after")),
                 "fdr_below_one_before": bool(_flag(r, "before")),
                 "fdr_below_one_after": bool(_flag(r, "after")),
+                # every drawn set's FDr, so any other summary (and its interval) can be recomputed from the file
+                "fdr_before_draws": _values(r.fdr_draws("before")),
+                "fdr_after_draws": _values(r.fdr_draws("after")),
             }
             for r in result.rows
         },
