@@ -9,6 +9,7 @@ import torch
 import matchzoo
 from matchzoo.__main__ import main as cli_main
 from matchzoo.config import parse
+from matchzoo.metrics.summary import space_family
 
 GIN_SPACES = Path(__file__).resolve().parents[1] / "gin" / "spaces"
 OFFLINE = ["pixels", "random_conv", "digits_classifier", "digits_ssl"]
@@ -29,6 +30,7 @@ def test_list_spaces_shows_dim_preprocessing_layer_and_weights_for_every_space(c
         assert block, f"{name} missing from list --spaces"
         entry = cls.catalog()
         assert f"dim {entry['dim']};" in block and "layer/token:" in block and "weights:" in block
+        assert f"family (fdr_unseen): {space_family(name)}" in block
         assert entry["preprocessing"].resize in block and "mean=(" in block
 
 

@@ -30,7 +30,7 @@ def summary(cls: type) -> str:
 
 
 def space_details(cls: type) -> list[str]:
-    """Indented lines: dim, preprocessing (size, filter, channels, mean/std), layer/token, weights source."""
+    """Indented lines: dim, preprocessing (size, filter, channels, mean/std), layer/token, weights source, family."""
     entry = cls.catalog()
     spec = entry["preprocessing"]
     size = (
@@ -43,6 +43,7 @@ def space_details(cls: type) -> list[str]:
         f"      dim {entry['dim']}; input {size}, {channels}, mean=({mean}) std=({std})",
         f"      layer/token: {spec.layer}",
         f"      weights: {entry['weights']}",
+        f"      family (fdr_unseen): {getattr(cls, 'family', None) or cls.registry_name}",
     ]
 
 
