@@ -13,8 +13,8 @@ generator draws ``--num_samples`` images, default 5000).
 The reference is the *train* split of ``--reference`` (features cached on disk, see ``stats``); its
 held-out split is the FDr baseline at the same sample size, unless ``--fdr_baselines inception=1.68,...`` fixes
 the denominator of a space (the FD-loss paper's convention; the JSON says which per space, ``fdr_denominator``).
-FD, FDr, FDr^k and ``fdr_unseen`` (mean FDr over the spaces not in ``--seen_spaces``) carry ``--interval_level``
-bootstrap intervals from ``--interval_draws`` resamples at the reported n (0: none; see
+FD, FDr, FDr^k and ``fdr_unseen`` (geometric mean FDr over the spaces in no family of ``--seen_spaces``) carry
+``--interval_level`` bootstrap intervals from ``--interval_draws`` resamples at the reported n (0: none; see
 :mod:`matchzoo.metrics.intervals`). Prints a table (one row per space, ``1.23 [1.10, 1.40]``, ``*`` on an FDr
 whose whole interval lies below 1, then FDr^k); ``--json`` / ``--csv`` write machine-readable output (all numbers,
 the intervals' method, draws and level) to a file, or to stdout with ``-``.
@@ -83,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seen_spaces",
         default="",
         metavar="A,B",
-        help="spaces the samples were optimised in (trained or attacked): left out of fdr_unseen",
+        help="spaces the samples were optimised in (trained or attacked): left out of fdr_unseen with their families",
     )
     parser.add_argument(
         "--reference_stats",
