@@ -257,3 +257,23 @@ def test_frechet_reference_checks_reference_once_and_samples_every_time():
         reference.distance_to_stats(GaussianStats(torch.zeros(5, dtype=torch.float64), bad, 10))
     with pytest.raises(ValueError, match="shapes disagree"):
         reference.distance_to_stats(GaussianStats(torch.zeros(4, dtype=torch.float64), cov[:4, :4], 10))
+
+
+def test_mean_cov_chunked_equals_numpy_and_casts_one_chunk_at_a_time():
+    """Two passes over chunks of rows: NumPy's float64 mean/cov to 1e-12 (chunk sizes that do and do not divide N),
+    N <= chunk is mean_cov itself (bit-identical), and bad shapes fail like mean_cov."""
+    x = torch.randn(1001, 7, generator=torch.Generator().manual_seed(0)) * 3 + 5  # float32, offset mean
+    expected_mu = np.mean(x.double().numpy(), axis=0)
+    expected_cov = np.cov(x.double().numpy(), rowvar=False)
+    for chunk in (1, 100, 1000, 1001):
+        mu, cov = linalg.mean_cov_chunked(x, chunk=chunk)
+        assert mu.dtype == cov.dtype == torch.float64
+        assert np.allclose(mu.numpy(), expected_mu, rtol=1e-12, atol=1e-12)
+        assert np.allclose(cov.numpy(), expected_cov, rtol=1e-12, atol=1e-12)
+    small_mu, small_cov = linalg.mean_cov_chunked(x, chunk=5000)
+    mu, cov = linalg.mean_cov(x)
+    assert torch.equal(small_mu, mu) and torch.equal(small_cov, cov)
+    with pytest.raises(ValueError, match="N >= 2"):
+        linalg.mean_cov_chunked(x[:1])
+    with pytest.raises(ValueError, match="chunk must be >= 1"):
+        linalg.mean_cov_chunked(x, chunk=0)

@@ -54,7 +54,12 @@ class GaussianStats:
     @classmethod
     def from_features(cls, features: linalg.ArrayLike, batch_size: int = 4096) -> "GaussianStats":
         moments = StreamingMoments()
-        x = linalg.as_float64_tensor(features)
+        # batches are cast to float64 one at a time (update does it): no float64 copy of all the features
+        x = (
+            torch.from_numpy(np.ascontiguousarray(features))
+            if isinstance(features, np.ndarray)
+            else torch.as_tensor(features)
+        )
         for start in range(0, x.shape[0], batch_size):
             moments.update(x[start : start + batch_size])
         return moments.stats()

@@ -107,8 +107,9 @@ def weighted_frechet(
 
 
 def reference_statistics(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """float64 mean ``(D,)``, unbiased covariance ``(D, D)`` and its PSD square root of real features."""
-    mu, cov = linalg.mean_cov(features.detach())
+    """float64 mean ``(D,)``, unbiased covariance ``(D, D)`` and its PSD square root of real features (in chunks
+    of rows when there are many: no float64 copy of a full-dataset reference)."""
+    mu, cov = linalg.mean_cov_chunked(features.detach())
     return mu, cov, linalg.psd_sqrt(cov)
 
 
