@@ -35,7 +35,8 @@ one space ``A``; it can lower FDr_A as far as it likes (to 0.70 from about 1.7 o
     there outweighs a 50% rise in a space with FDr 10. The geometric mean weighs every unseen space's relative
     change equally, and it is the only power mean whose ranking of two runs does not change when one space's
     FDr denominator is replaced by a fixed number (``fdr.baselines``: FDr_X scales by a constant, and
-    ``prod_X (c_X r_X)^(1/k) = const * prod_X r_X^(1/k)``).
+    ``prod_X (c_X r_X)^(1/k) = const * prod_X r_X^(1/k)``) -- the argument of Fleming & Wallace (1986) for
+    summarising normalised benchmark results.
 
 What it cannot resist, by design: an attack on a space the run *trained* in. The summary is a function of the
 samples and of the seen families; reweighting a generator's samples to lower FD in its own training space gives a
@@ -87,7 +88,7 @@ def unseen_spaces(
 ) -> list[str]:
     """The evaluation spaces in no family of a ``seen`` space (trained or attacked), in their order. ``families``:
     ``{name: family}`` of built spaces (default: each name's registered family)."""
-    families = dict(families or {})
+    families, seen = dict(families or {}), list(seen)
 
     def family(name: str) -> str:
         return families.get(name) or space_family(name)
