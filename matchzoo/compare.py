@@ -60,6 +60,7 @@ class RunSummary:
     sweep: str
     group: str = ""  # tag sweep_group: the sweep cell without its seed ("" outside `sweep --seeds`)
     seed: str = ""
+    seen_space: str = ""  # tag seen_spaces: every space the weights were optimised in, when init_from added some
     final: dict[str, float] = field(default_factory=dict)  # metric key -> last logged value
     mean: dict[str, float] = field(default_factory=dict)  # eval/fdr_k, eval/stability/* -> mean over history
     fdrk_history: list[tuple[int, float]] = field(default_factory=list)  # (step, FDr^k)
@@ -93,10 +94,11 @@ class RunSummary:
         family of a ``train_space`` (:mod:`matchzoo.metrics.summary`, registered families)."""
         if keys.FDR_UNSEEN in self.final:
             return self.final[keys.FDR_UNSEEN]
-        if "?" in self.train_spaces or not self.train_spaces:
+        seen = [s for s in self.seen_space.split(",") if s] or self.train_spaces  # seen_spaces: after init_from
+        if "?" in seen or not seen:
             return None
         fdr = {k[len(FDR) :]: v for k, v in self.final.items() if k.startswith(FDR)}
-        unseen = unseen_spaces(fdr, self.train_spaces)
+        unseen = unseen_spaces(fdr, seen)
         if not unseen:
             return None
         return float(geometric_mean(torch.tensor([fdr[space] for space in unseen], dtype=torch.float64)))
@@ -146,6 +148,7 @@ def _summarize(client, run, experiments: dict) -> RunSummary:
         status=run.info.status,
         objective=tags.get(keys.OBJECTIVE_TAG, "?"),
         train_space=tags.get(keys.TRAIN_SPACE_TAG, "?"),
+        seen_space=tags.get(keys.SEEN_SPACES_TAG, ""),
         sweep=tags.get(SWEEP_TAG, ""),
         group=tags.get(keys.GROUP_TAG, ""),
         seed=tags.get(keys.SEED_TAG, ""),

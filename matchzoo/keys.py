@@ -102,6 +102,9 @@ def legacy_key(key: str) -> str:
 # ----------------------------------------------------------------------------- tags
 
 OBJECTIVE_TAG, TRAIN_SPACE_TAG, EVAL_SPACES_TAG, DATASET_TAG = "objective", "train_space", "eval_spaces", "dataset"
+# every space the generator's weights were optimised in when more than its terms' (train.init_from a matchzoo
+# checkpoint): fdr_unseen leaves their families out
+SEEN_SPACES_TAG = "seen_spaces"
 GIN_FILES_TAG, RUN_DIR_TAG = "gin_files", "run_dir"
 UNUSED_BINDINGS_TAG, RESUME_CHANGES_TAG = "unused_bindings", "resume_changes"
 SWEEP_TAG, CELL_TAG, LABEL_TAG, ERROR_TAG = "sweep", "sweep_cell", "sweep_cell_label", "sweep_error"

@@ -207,6 +207,8 @@ def _train(trainer: Trainer, run_config: RunConfig, plans: CallbackPlans, tags: 
     tags.update(fdr_baseline_tag(trainer, plans))
     if trainer.init_from_sha256 is not None:  # the weights file this run started from (train.init_from)
         tags[keys.INIT_FROM_SHA_TAG] = trainer.init_from_sha256
+    if trainer.inherited_spaces:  # ... and the spaces those weights had been optimised in
+        tags[keys.SEEN_SPACES_TAG] = ",".join(trainer.seen_spaces)
     tracker = start_tracking(settings, tags, run_dir, previous, changes, run_config.record, trainer.step)
     fields = {**run_config.checkpoint_fields(trainer.dist.world_size), "mlflow_run_id": tracker.run_id}
     checkpointer, evaluator, logger = callbacks(plans, settings, tracker, run_dir, fields, previous, trainer.step)

@@ -187,8 +187,8 @@ def test_fdr_unseen_of_schema_2_runs_is_recomputed_under_the_schema_3_definition
     experiment_id = client.create_experiment("schema", artifact_location=(tmp_path / "artifacts").as_uri())
     fdr = {"pixels": 60.0, "random_conv": 20.0, "digits_classifier": 9.0, "digits_ssl": 1.2}
 
-    def make(name, schema, logged):
-        tags = {"objective": name, "train_space": "random_conv", keys.KEY_SCHEMA_TAG: schema}
+    def make(name, schema, logged, **extra):
+        tags = {"objective": name, "train_space": "random_conv", keys.KEY_SCHEMA_TAG: schema, **extra}
         run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
         metrics = {f"eval/fdr/{space}": value for space, value in fdr.items()}
         metrics.update({cmp.FDRK: sum(fdr.values()) / 4, **logged})
@@ -198,7 +198,9 @@ def test_fdr_unseen_of_schema_2_runs_is_recomputed_under_the_schema_3_definition
     old = {keys.FDR_UNSEEN: 23.4, keys.FDR_UNSEEN_LOW: 20.0, keys.FDR_UNSEEN_HIGH: 25.0}
     make("two", "2", {**old, keys.ema_key(0.999, keys.FDR_UNSEEN): 23.0})
     make("three", "3", {keys.FDR_UNSEEN: 3.5, keys.FDR_UNSEEN_LOW: 3.0, keys.FDR_UNSEEN_HIGH: 4.0})
+    make("post", "2", old, **{keys.SEEN_SPACES_TAG: "digits_ssl,random_conv"})  # init_from a digits_ssl run
     runs = {run.objective: run for run in cmp.collect_runs(client, experiment="schema")}
+    assert runs["post"].fdr_unseen() == pytest.approx(9.0, rel=1e-12)  # the classifier alone
     two = runs["two"]
     assert two.fdr_unseen() == pytest.approx((9.0 * 1.2) ** 0.5, rel=1e-12)  # pixels left out with random_conv
     assert two.interval(keys.FDR_UNSEEN) is None and not any(k.endswith("fdr_unseen") for k in two.final)

@@ -298,6 +298,44 @@ def test_init_from_a_matchzoo_checkpoint_takes_its_ema_generator(isolated_runs, 
     for name, tensor in source.ema.model.state_dict().items():
         assert torch.equal(built.generator.state_dict()[name], tensor)
     assert not torch.equal(source.ema.model.net[0].weight, source.generator.net[0].weight)
+    # the spaces those weights were optimised in come along (TINY trains the quickstart's pixels term), and are
+    # saved on, once each
+    assert source.seen_spaces == ["pixels"] and built.inherited_spaces == ["pixels"]
+    assert built.state_dict()["seen_spaces"] == ["pixels"]
+    resumed = trainer(resuming=True)
+    resumed.load_state_dict({**source.state_dict(), "inherited_spaces": ["random_conv"]})
+    assert resumed.seen_spaces == ["random_conv", "pixels"]
+
+
+def test_seen_spaces_of_a_checkpoint_a_state_dict_and_an_older_checkpoint():
+    from matchzoo.train.init_from import seen_spaces_of
+
+    config = "ssl/term.space = @digits_ssl()\npx/term.space = @pixels()\ntrain.eval_spaces = [@random_conv]"
+    older = {"format": checkpoint.FORMAT, "operative_config": config}  # before checkpoints stored seen_spaces
+    assert seen_spaces_of(older) == ["digits_ssl", "pixels"]
+    assert seen_spaces_of({**older, "seen_spaces": ["mae_vitl16"]}) == ["mae_vitl16"]
+    assert seen_spaces_of(other_generator().state_dict()) == []  # nothing is known about plain weights
+
+
+def test_a_post_trained_run_leaves_the_base_runs_spaces_out_of_fdr_unseen(isolated_runs, tmp_path):
+    """The base checkpoint says its weights saw digits_classifier: the new run (trained in pixels) tags both, and
+    with pixels, random_conv and digits_classifier evaluated no family is unseen, so no fdr_unseen."""
+    from mlflow.tracking import MlflowClient
+
+    source = trainer()
+    checkpoint.save_atomic({**source.state_dict(), "seen_spaces": ["digits_classifier"]}, tmp_path / "base.pt")
+    params = [*TINY, "train.steps = 2", "train.eval_samples = 64", "train.run_dir = 'runs/post'"]
+    params += ["train.eval_spaces = [@pixels, @random_conv, @digits_classifier]"]
+    run_id = run_experiment([QUICK], [*params, f"train.init_from = '{tmp_path / 'base.pt'}'"])
+    run = MlflowClient(tracking_uri=f"sqlite:///{isolated_runs / 'runs' / 'mlflow.db'}").get_run(run_id)
+    assert run.data.tags["seen_spaces"] == "digits_classifier,pixels"
+    assert "eval/fdr_k" in run.data.metrics and "eval/fdr_unseen" not in run.data.metrics
+    assert checkpoint.load(isolated_runs / "runs" / "post")["seen_spaces"] == ["digits_classifier", "pixels"]
+    fresh = run_experiment([QUICK], [*params, "train.run_dir = 'runs/fresh'"])  # without init_from: classifier unseen
+    fresh_run = MlflowClient(tracking_uri=f"sqlite:///{isolated_runs / 'runs' / 'mlflow.db'}").get_run(fresh)
+    assert "seen_spaces" not in fresh_run.data.tags
+    classifier = fresh_run.data.metrics["eval/fdr/digits_classifier"]
+    assert fresh_run.data.metrics["eval/fdr_unseen"] == pytest.approx(classifier, rel=1e-14)
 
 
 def write(path: Path, payload) -> str:

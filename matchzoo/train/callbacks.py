@@ -486,5 +486,7 @@ def metric_logger(schedule: Schedule, every: Optional[int] = None) -> Callable[.
 
 
 def trained_spaces(trainer) -> list[str]:
-    """The names of the spaces the run's terms train in (not 'unseen' for :func:`across_spaces`)."""
-    return [term.space.name for term in trainer.terms]
+    """The names of the spaces the generator was optimised in (not 'unseen' for :func:`across_spaces`): the run's
+    terms' and, after ``train.init_from`` a matchzoo checkpoint, those its weights had seen."""
+    seen = getattr(trainer, "seen_spaces", None)
+    return list(seen) if seen is not None else [term.space.name for term in trainer.terms]

@@ -8,12 +8,15 @@ five of them with the counts, never a partial load.
 
 The trainer applies it once, after the seeded build and before step 0 (so the EMA starts from the same
 weights); a resumed run takes its weights from its checkpoint and does not read the file again. The file's
-SHA-256 goes into the run (tag ``init_from_sha256``), so a run names exactly what it started from.
+SHA-256 goes into the run (tag ``init_from_sha256``), so a run names exactly what it started from. A matchzoo
+checkpoint also says which spaces its weights were optimised in; the new run counts them as seen (``fdr_unseen``
+leaves their families out, tag ``seen_spaces``) and passes them on in its own checkpoints.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Mapping
 
@@ -38,6 +41,11 @@ def sha256(path: Path) -> str:
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """The state dict stored in ``path`` (on the CPU), or a one-line error naming the file and the fix."""
+    return state_dict_of(read_payload(path), str(path))
+
+
+def read_payload(path: str | Path):
+    """What ``path`` holds (a state dict, or a matchzoo checkpoint), read as data; one-line errors."""
     file = Path(path)
     suffix = file.suffix.lower()
     if suffix not in SAFETENSORS + TORCH_FILES:
@@ -57,7 +65,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
                 f"train.init_from = {str(path)!r} is corrupt or not a weights-only torch file "
                 f"({type(error).__name__}); save the generator with torch.save(model.state_dict(), path)"
             ) from None
-    return state_dict_of(payload, str(path))
+    return payload
 
 
 def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
@@ -119,11 +127,30 @@ def check_matches(module: nn.Module, weights: Mapping[str, torch.Tensor], source
         )
 
 
-def load_into(generator, path: str) -> str:
-    """Load ``path`` strictly into ``generator.weights_module()``; returns the file's SHA-256."""
-    weights = read_weights(path)
+# An older checkpoint (before SEEN_SPACES_KEY) names its terms' spaces only in its operative config.
+_TERM_SPACE = re.compile(r"^(?:[\w.]+/)*term\.space = @(\w+)\(\)$", re.MULTILINE)
+SEEN_SPACES_KEY = "seen_spaces"  # in a checkpoint: every space the generator's weights were optimised in
+
+
+def seen_spaces_of(payload) -> list[str]:
+    """The spaces the weights in a matchzoo checkpoint were optimised in (its own terms' and those it inherited
+    through its own ``init_from``); an older checkpoint's ``term.space`` bindings; [] for a plain state dict
+    (nothing is known about how those weights were trained)."""
+    if not (isinstance(payload, Mapping) and payload.get("format") == CHECKPOINT_FORMAT):
+        return []
+    stored = payload.get(SEEN_SPACES_KEY)
+    if isinstance(stored, (list, tuple)) and all(isinstance(name, str) for name in stored):
+        return list(stored)
+    return list(dict.fromkeys(_TERM_SPACE.findall(str(payload.get("operative_config", "")))))
+
+
+def load_into(generator, path: str) -> tuple[str, list[str]]:
+    """Load ``path`` strictly into ``generator.weights_module()``; returns the file's SHA-256 and the spaces the
+    weights were already optimised in (:func:`seen_spaces_of`)."""
+    payload = read_payload(path)
+    weights = state_dict_of(payload, str(path))
     module = generator.weights_module() if hasattr(generator, "weights_module") else generator
     check_matches(module, weights, path)
     with torch.no_grad():
         module.load_state_dict(weights, strict=True)
-    return sha256(Path(path))
+    return sha256(Path(path)), seen_spaces_of(payload)

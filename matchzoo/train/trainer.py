@@ -81,8 +81,9 @@ class Trainer:
         self.labels = label_source(setup)
         self.generator = setup.generator.to(self.device)
         self.init_from_sha256: Optional[str] = None  # SHA-256 of the train.init_from file loaded by this process
+        self.inherited_spaces: list[str] = []  # spaces the init_from weights were optimised in (checkpoint-saved)
         if setup.init_from is not None and not resuming:
-            self.init_from_sha256 = init_from.load_into(self.generator, setup.init_from)
+            self.init_from_sha256, self.inherited_spaces = init_from.load_into(self.generator, setup.init_from)
         self.model = self.generator
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -286,6 +287,12 @@ class Trainer:
             callback.on_end(self)
 
     # --- checkpoint state -------------------------------------------------------------------------
+    @property
+    def seen_spaces(self) -> list[str]:
+        """Every space the generator's weights were optimised in: those of the ``train.init_from`` checkpoint,
+        then this run's terms' (each once, in that order)."""
+        return list(dict.fromkeys([*self.inherited_spaces, *(term.space.name for term in self.terms)]))
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "step": self.step,
@@ -296,6 +303,8 @@ class Trainer:
             "lr_schedule": self.schedule.state_dict(),
             "objectives": [term.objective.state_dict() for term in self.terms],
             "critic_optimizers": [opt.state_dict() if opt is not None else {} for opt in self.critic_optimizers],
+            init_from.SEEN_SPACES_KEY: self.seen_spaces,
+            "inherited_spaces": list(self.inherited_spaces),
             "rng": {
                 "torch": torch.get_rng_state(),
                 "noise": self.noise_rng.get_state(),
@@ -322,6 +331,7 @@ class Trainer:
                     opt.load_state_dict(opt_state)
         except (KeyError, RuntimeError, ValueError) as error:
             raise MatchzooError(f"checkpoint does not match this config: {str(error).splitlines()[0]}") from None
+        self.inherited_spaces = list(state.get("inherited_spaces", []))  # older checkpoints: none recorded
         torch.set_rng_state(state["rng"]["torch"])
         self.noise_rng.set_state(state["rng"]["noise"])
         self.real_rng.set_state(state["rng"]["real"])
