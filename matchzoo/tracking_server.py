@@ -13,7 +13,7 @@ import shutil
 import socket
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from matchzoo import mlflow_ui
 from matchzoo.errors import MatchzooError
@@ -43,8 +43,34 @@ def artifacts_folder(store_uri: str) -> Path:
     return Path("runs").resolve() / "artifacts"
 
 
-def command(store_uri: str, host: str, port: int, workers: int = 4) -> list[str]:
-    """``mlflow server`` over ``store_uri``; ``workers`` uvicorn processes answer the writers (mlflow's default 4)."""
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
+def allowed_hosts(host: str, extra: Sequence[str] = ()) -> list[str]:
+    """The ``Host`` headers the server accepts (its DNS-rebinding guard, mlflow ``--allowed-hosts``): mlflow's
+    defaults (localhost and private IPs), this machine's names -- :func:`client_uri` tells the cells to use
+    ``socket.gethostname()``, which mlflow's defaults refuse (403) -- the ``--host`` itself when it is a name, and
+    ``extra`` (a DNS alias the cells use; ``*`` accepts every host)."""
+    names = [socket.gethostname(), socket.getfqdn()]
+    if host not in WILDCARD_HOSTS:
+        names.append(host)
+    own = [pattern for name in dict.fromkeys(n for n in names if n) for pattern in (name, f"{name}:*")]
+    return list(dict.fromkeys([*mlflow_default_hosts(), *own, *extra]))
+
+
+def mlflow_default_hosts() -> list[str]:
+    """mlflow's own default allow-list (it is replaced, not extended, by ``--allowed-hosts``)."""
+    try:
+        from mlflow.server.security_utils import get_default_allowed_hosts
+    except ImportError:  # an mlflow without the guard, or one that moved it: the same rule written out
+        private = ["10.*", "192.168.*", *[f"172.{i}.*" for i in range(16, 32)]]
+        return ["localhost", "localhost:*", "127.0.0.1", "127.0.0.1:*", "[[]::1]:*", *private]
+    return list(get_default_allowed_hosts())
+
+
+def command(store_uri: str, host: str, port: int, workers: int = 4, extra_hosts: Sequence[str] = ()) -> list[str]:
+    """``mlflow server`` over ``store_uri``; ``workers`` uvicorn processes answer the writers (mlflow's default 4);
+    ``extra_hosts`` join the accepted ``Host`` headers (:func:`allowed_hosts`)."""
     mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
     artifacts = artifacts_folder(store_uri).resolve().as_uri()
     return [
@@ -60,6 +86,8 @@ def command(store_uri: str, host: str, port: int, workers: int = 4) -> list[str]
         str(port),
         "--workers",
         str(workers),
+        "--allowed-hosts",
+        ",".join(allowed_hosts(host, extra_hosts)),
     ]
 
 

@@ -55,7 +55,14 @@ def test_dry_run_serves_the_store_matchzoo_uses(isolated_runs, capsys):
         main(["server", "--dry_run", "--store", "postgresql://u@db/mlflow", "--host", "0.0.0.0", "--port", "6000"]) == 0
     )
     command = capsys.readouterr().out.split()
-    assert "postgresql://u@db/mlflow" in command and command[-5:] == ["0.0.0.0", "--port", "6000", "--workers", "4"]
+    assert "postgresql://u@db/mlflow" in command and command[-7:-2] == ["0.0.0.0", "--port", "6000", "--workers", "4"]
+    allowed = command[command.index("--allowed-hosts") + 1].split(",")
+    # the cells are told http://<this machine's name>:port, which mlflow's default guard refuses (403)
+    assert {socket.gethostname(), f"{socket.gethostname()}:*", "localhost:*", "10.*"} <= set(allowed)
+    assert main(["server", "--dry_run", "--host", "login01", "--allowed_hosts", "mlflow.lab.org, x:1"]) == 0
+    command = capsys.readouterr().out.split()
+    allowed = command[command.index("--allowed-hosts") + 1].split(",")
+    assert {"login01", "login01:*", "mlflow.lab.org", "x:1"} <= set(allowed)
 
 
 def test_busy_port_and_bad_store_are_one_line(isolated_runs, capsys):
@@ -103,6 +110,10 @@ def test_eight_concurrent_writers_lose_no_metric_and_sigterm_stops_the_server(is
         while not all((isolated_runs / f"ready-{name}").exists() for name in names) and time.time() < deadline:
             assert all(w.poll() is None for w in writers), [w.stderr.read()[-2000:] for w in writers if w.poll()]
             time.sleep(0.1)
+        # the name `server` prints for the cells (this machine's) is accepted, not refused as DNS rebinding (403)
+        search = f"{uri}/api/2.0/mlflow/experiments/search?max_results=1"  # /health skips the guard, the API does not
+        named = urllib.request.Request(search, headers={"Host": f"{socket.gethostname()}:{port}"})
+        assert urllib.request.urlopen(named, timeout=10).status == 200
         (isolated_runs / "go").touch()  # every writer past its imports: the writes overlap
         for writer in writers:
             assert writer.wait(timeout=180) == 0, writer.stderr.read()[-2000:]

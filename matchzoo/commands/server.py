@@ -29,12 +29,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=4,
         help="mlflow server processes answering the writers (its --workers; default 4)",
     )
+    parser.add_argument(
+        "--allowed_hosts",
+        default="",
+        metavar="A,B",
+        help="more Host headers to accept (a DNS alias the cells use; '*' accepts any). Accepted anyway: localhost, "
+        "private IPs, this machine's names and --host",
+    )
     cli_args.add_dry_run(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     store = tracking_server.backend_store(args.store)
-    cmd = tracking_server.command(store, args.host, args.port, args.server_workers)
+    extra = [name.strip() for name in args.allowed_hosts.split(",") if name.strip()]
+    cmd = tracking_server.command(store, args.host, args.port, args.server_workers, extra)
     if args.dry_run:
         print(" ".join(cmd))
         return 0
