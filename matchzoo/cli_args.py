@@ -251,3 +251,18 @@ def make_dataset(name: str, items: list[str]):
         return cls(**params)
     except TypeError as error:  # a value of the wrong type deep in the constructor
         raise MatchzooError(f"--dataset_param: dataset {name!r} cannot use {params} ({error})") from None
+
+
+def checkpoint_seen(path: str, option: str) -> list[str]:
+    """Without ``--seen_spaces``: the spaces a checkpoint's generator was optimised in (none for other samples),
+    announced on stderr."""
+    from matchzoo.samples import checkpoint_seen_spaces
+
+    seen = checkpoint_seen_spaces(path) or []
+    if seen:
+        print(
+            f"fdr_unseen: the {option} checkpoint's generator was optimised in {', '.join(seen)} "
+            "(its record; --seen_spaces overrides it)",
+            file=sys.stderr,
+        )
+    return seen

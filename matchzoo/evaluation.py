@@ -107,7 +107,7 @@ def summarize(rows: dict, settings, seen: Sequence[str] = (), families: Optional
     across = across_spaces(rows, seen, families)
     result = {"spaces": {space: json_row(row) for space, row in rows.items()}}
     result.update({name: across.get(name) for name in ACROSS})
-    result["seen_spaces"] = [space for space in seen if space in rows]
+    result["seen_spaces"] = list(dict.fromkeys(seen))  # evaluated or not: their families are left out
     result["unseen_spaces"] = unseen_spaces(rows, seen, families)
     result["interval"] = settings.intervals.record() if settings.interval_draws else None
     return result

@@ -74,6 +74,24 @@ def load_samples(
     return _at_least_two(subsample(images, num_samples, seed), path)
 
 
+def checkpoint_seen_spaces(path: str) -> Optional[list[str]]:
+    """The spaces the generator of a checkpoint (or run folder) ``path`` was optimised in -- its terms' and those
+    its ``train.init_from`` checkpoint had (:func:`matchzoo.train.init_from.seen_spaces_of`) -- for ``fdr_unseen``;
+    None when ``path`` is not a readable checkpoint (loading it for samples reports why)."""
+    from matchzoo.train.init_from import seen_spaces_of
+
+    source = Path(path)
+    if source.is_dir():
+        source = source / CHECKPOINT_IN_RUN_DIR
+    if source.suffix.lower() not in CHECKPOINT_SUFFIXES or not source.is_file():
+        return None
+    try:  # memory-mapped: the weights are not read, only the small fields
+        payload = torch.load(source, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a zip checkpoint, corrupt, foreign: load_samples/load_generator give the one-line error
+        return None
+    return seen_spaces_of(payload) if isinstance(payload, dict) else None
+
+
 def subsample(images: Dataset, num_samples: Optional[int], seed: int) -> Dataset:
     """A seeded random subset of ``num_samples`` items, in their original order (nothing is read here)."""
     if num_samples is None or num_samples >= len(images):

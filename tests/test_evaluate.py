@@ -168,6 +168,28 @@ def test_checkpoint_samples_use_the_generator(tmp_path, capsys, monkeypatch, cac
     assert row["n"] == 64 and "precision" not in row
 
 
+def test_a_checkpoints_own_record_of_its_training_spaces_is_the_default_seen_set(tmp_path, capsys, monkeypatch, cache):
+    """Without --seen_spaces, a checkpoint's seen_spaces (here random_conv) leave their families out of fdr_unseen
+    (pixels too); --seen_spaces '' says none were."""
+    import matchzoo.stored_config as stored_config
+    from matchzoo.train import checkpoint
+
+    generator = matchzoo.make_generator("mlp", image_shape=(1, 8, 8))
+    monkeypatch.setattr(stored_config, "load_generator", lambda path, device="cpu", **kwargs: generator)
+    checkpoint.save_atomic({"seen_spaces": ["random_conv"], "operative_config": ""}, tmp_path / "checkpoint.pt")
+    argv = ["--samples", str(tmp_path), "--reference", "digits", "--spaces", "pixels,digits_classifier"]
+    argv += ["--num_samples", "64", "--cache_dir", cache, "--json", "-", "--no_prdc", "--interval_draws", "0", *FAST]
+    code, out, err = evaluate(capsys, *argv)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["seen_spaces"] == ["random_conv"] and result["unseen_spaces"] == ["digits_classifier"]
+    assert result["fdr_unseen"] == pytest.approx(result["spaces"]["digits_classifier"]["fdr"], rel=1e-14)
+    assert "generator was optimised in random_conv" in err
+    code, out, err = evaluate(capsys, *argv, "--seen_spaces", "")
+    assert code == 0, err
+    assert json.loads(out)["unseen_spaces"] == ["pixels", "digits_classifier"]
+
+
 @pytest.mark.filterwarnings("ignore::matchzoo.linalg.FewSamplesWarning")
 @pytest.mark.parametrize(
     "make_input, message",
@@ -318,3 +340,15 @@ def test_bad_interval_and_baseline_values_are_usage_errors(capsys, extra, messag
         main(["evaluate", "--samples", "x.npz", "--reference", "digits", *extra])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and message in err and err.count("\n") == 1
+
+
+def test_checkpoint_seen_spaces_is_none_for_anything_but_a_readable_checkpoint(tmp_path):
+    from matchzoo.samples import checkpoint_seen_spaces
+    from matchzoo.train import checkpoint
+
+    (tmp_path / "garbage.pt").write_bytes(b"not a zip")
+    np.savez(tmp_path / "x.npz", images=np.zeros((2, 8, 8, 1), dtype=np.uint8))
+    for path in ("garbage.pt", "x.npz", "missing.pt", "."):
+        assert checkpoint_seen_spaces(str(tmp_path / path)) is None
+    checkpoint.save_atomic({"operative_config": "term.space = @pixels()"}, tmp_path / "checkpoint.pt")
+    assert checkpoint_seen_spaces(str(tmp_path)) == ["pixels"]  # a run folder; an older checkpoint's bindings

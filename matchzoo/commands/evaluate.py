@@ -81,9 +81,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--seen_spaces",
-        default="",
+        default=None,
         metavar="A,B",
-        help="spaces the samples were optimised in (trained or attacked): left out of fdr_unseen with their families",
+        help="spaces the samples were optimised in (trained or attacked): left out of fdr_unseen with their families "
+        "(default: a checkpoint's own record; '' for none)",
     )
     parser.add_argument(
         "--reference_stats",
@@ -129,7 +130,7 @@ def suite_settings(args: argparse.Namespace):
 def seen_spaces(args: argparse.Namespace, names: list[str]) -> list[str]:
     from matchzoo.errors import MatchzooError
 
-    seen = [name.strip() for name in args.seen_spaces.split(",") if name.strip()]
+    seen = [name.strip() for name in (args.seen_spaces or "").split(",") if name.strip()]
     unknown = [name for name in seen if name not in names]
     if unknown:
         raise MatchzooError(f"--seen_spaces {', '.join(unknown)} must be among the --spaces ({', '.join(names)})")
@@ -146,7 +147,9 @@ def evaluate(args: argparse.Namespace, device: str | None = None) -> dict:
     from matchzoo.spaces.resolve import check_weights, option_requests
 
     names = cli_args.space_names(args.spaces)
-    seen = seen_spaces(args, names)
+    seen = seen_spaces(args, names)  # also checks --fdr_baselines
+    if args.seen_spaces is None:  # a checkpoint's own record of what its generator was trained in
+        seen = cli_args.checkpoint_seen(args.samples, "--samples")
     per_space = cli_args.space_params(args.space_param, names)
     check_weights(option_requests(per_space))
     dataset = cli_args.make_dataset(args.reference, args.dataset_param)

@@ -50,9 +50,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--seen_spaces",
-        default="",
+        default=None,
         metavar="A,B",
-        help="spaces the samples were optimised in (trained or attacked): left out of fdr_unseen with their families",
+        help="spaces the samples were optimised in (trained or attacked): left out of fdr_unseen with their families "
+        "(default: a checkpoint's own record; '' for none)",
     )
     cli_args.add_seed(parser)
     cli_args.add_output(parser, csv=False)
@@ -120,6 +121,10 @@ def run(args: argparse.Namespace) -> int:
 
     space_names = cli_args.space_names(args.spaces)
     _check_space_choice(args, space_names)
+    if args.seen_spaces is not None:
+        seen = _seen_spaces(args.seen_spaces, space_names)
+    else:
+        seen = cli_args.checkpoint_seen(args.candidates, "--candidates")
     # mistakes in the options and missing weights (all of them, one line) are reported before any slow work
     per_space = cli_args.space_params(args.space_param, space_names)
     objective = _build_objective(args) if args.probe == "resample" else None
@@ -136,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         draws=args.draws,
         progress=progress,
-        seen=_seen_spaces(args.seen_spaces, space_names),
+        seen=seen,
         families=families_of(spaces),
     )
     if args.probe == "resample":
