@@ -33,8 +33,10 @@ from pathlib import Path
 
 import torch
 
+from matchzoo.errors import MatchzooError
 from matchzoo.metrics.intervals import percentile_interval
 from matchzoo.metrics.summary import geometric_mean, unseen_spaces
+from matchzoo.validate import option, positive_int
 
 SPACES = "pixels,random_conv,digits_classifier,digits_ssl"
 LEVEL = 0.95
@@ -42,7 +44,9 @@ LEVEL = 0.95
 
 def run_label(run: Path) -> tuple[str, str]:
     """(objective, seed) of a run folder: the folder name's prefix and the checkpoint's ``train.seed``."""
-    state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
+    from matchzoo.train import checkpoint
+
+    state = checkpoint.load(run)  # a missing, corrupt or foreign file is a one-line MatchzooError
     seed = re.search(r"^train\.seed = (\d+)$", state.get("operative_config", ""), re.MULTILINE)
     return run.name.split("-")[0], seed.group(1) if seed else "?"
 
@@ -58,7 +62,8 @@ def probe(run: Path, attack: str, args: argparse.Namespace, out: Path) -> tuple[
     start = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
-        raise SystemExit(f"probe failed ({run.name}, {attack}): {done.stderr.strip().splitlines()[-1:]}")
+        last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise SystemExit(f"attack_table: error: the probe of {run} attacking {attack} failed: {last}")
     os.replace(str(out) + ".part", out)
     return out, time.perf_counter() - start
 
@@ -152,16 +157,20 @@ def main() -> int:
     parser.add_argument("--out", required=True, type=Path, help="folder for the probes' JSON files")
     parser.add_argument("--spaces", default=SPACES, help=f"evaluation spaces, each attacked in turn ({SPACES})")
     parser.add_argument("--seen_spaces", default="digits_ssl", help="the runs' training spaces (digits_ssl)")
-    parser.add_argument("--draws", type=int, default=50)
-    parser.add_argument("--num_candidates", type=int, default=2000)
-    parser.add_argument("--jobs", type=int, default=1, help="probes at once (one thread each)")
+    parser.add_argument("--draws", type=option(positive_int, 10**5), default=50)
+    parser.add_argument("--num_candidates", type=option(positive_int, 10**7), default=2000)
+    parser.add_argument("--jobs", type=option(positive_int, 64), default=1, help="probes at once (one thread each)")
     parser.add_argument("--table_only", action="store_true", help="print the table from the JSON files in --out")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     seen = [s for s in args.seen_spaces.split(",") if s]
     jobs = []
     for run in args.runs:
-        objective, seed = run_label(run)
+        try:
+            objective, seed = run_label(run)
+        except MatchzooError as error:
+            print(f"attack_table: error: --runs {run}: {error}", file=sys.stderr)
+            return 2
         for attack in args.spaces.split(","):
             jobs.append((objective, seed, attack, run, args.out / f"probe_{objective}_{seed}_{attack}.json"))
     if not args.table_only:

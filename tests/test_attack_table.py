@@ -74,3 +74,10 @@ def test_table_counts_what_fell_and_which_spaces_moved(script, record):
     row = text.splitlines()[2]
     assert row.startswith("| fd | 0 | random_conv |") and "1↓ 0↑ of 1" in row and "**yes**" in row
     assert "fdr_unseen 1 of 1" in text.splitlines()[-1]
+
+
+def test_a_run_folder_without_a_checkpoint_is_one_line_and_exit_2(script, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("sys.argv", ["attack_table.py", "--runs", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert script.main() == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"attack_table: error: --runs {tmp_path}: checkpoint not found")
