@@ -27,7 +27,6 @@ forced.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 import warnings
@@ -40,6 +39,7 @@ from typing import Any, Iterable, Optional
 import numpy as np
 import torch
 
+from matchzoo.digest import file_sha256
 from matchzoo.errors import MatchzooError
 
 FORMAT = "matchzoo-stats/1"
@@ -202,14 +202,6 @@ def write_stats(
 
 
 # ----------------------------------------------------------------------------------------------------- reading
-
-
-def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def arrays_for(space, names: Iterable[str]) -> tuple[str, str]:

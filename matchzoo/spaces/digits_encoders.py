@@ -13,7 +13,6 @@ seed, accuracy); loading verifies the checksum and never touches the network.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from matchzoo.digest import file_sha256
 from matchzoo.errors import MatchzooError, MissingWeightsError
 from matchzoo.registry import register_feature_space
 from matchzoo.spaces.base import FeatureSpace, Preprocessing
@@ -51,14 +51,6 @@ class DigitsEncoderNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.embed(self.body(x))
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def shipped_metadata(name: str) -> dict:

@@ -34,6 +34,7 @@ import torch
 
 from matchzoo import keys, stats_files
 from matchzoo import validate as check
+from matchzoo.digest import file_sha256
 from matchzoo.errors import MatchzooError, UnknownNameError
 from matchzoo.keys import BEST_EMA_DECAY_TAG, EVAL_STATS_TAG, FDR_BASELINE_TAG
 from matchzoo.metrics import Metric, SpaceReference, compute_row, make_metrics, metric_names
@@ -373,7 +374,7 @@ def fdr_baselines(
         elif has_heldout:
             sources[space.name] = heldout_source
         elif beside is not None and beside.is_file():
-            sources[space.name] = f"heldout_stats:{stats_files.file_sha256(beside)[:16]}"
+            sources[space.name] = f"heldout_stats:{file_sha256(beside)[:16]}"
         else:
             sources[space.name] = "none"
     return sources

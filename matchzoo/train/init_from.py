@@ -15,7 +15,6 @@ leaves their families out, tag ``seen_spaces``) and passes them on in its own ch
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 from typing import Mapping
@@ -23,20 +22,13 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from matchzoo.digest import file_sha256
 from matchzoo.errors import MatchzooError
 from matchzoo.train.checkpoint import FORMAT as CHECKPOINT_FORMAT
 
 SAFETENSORS = (".safetensors",)
 TORCH_FILES = (".pt", ".pth", ".bin")
 SHOWN = 5
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
@@ -153,4 +145,4 @@ def load_into(generator, path: str) -> tuple[str, list[str]]:
     check_matches(module, weights, path)
     with torch.no_grad():
         module.load_state_dict(weights, strict=True)
-    return sha256(Path(path)), seen_spaces_of(payload)
+    return file_sha256(path), seen_spaces_of(payload)
