@@ -13,6 +13,7 @@ import ast
 import inspect
 import sys
 from pathlib import Path
+from typing import Optional
 
 from matchzoo import validate as check
 from matchzoo.errors import MatchzooError
@@ -253,12 +254,29 @@ def make_dataset(name: str, items: list[str]):
         raise MatchzooError(f"--dataset_param: dataset {name!r} cannot use {params} ({error})") from None
 
 
-def checkpoint_seen(path: str, option: str) -> list[str]:
-    """Without ``--seen_spaces``: the spaces a checkpoint's generator was optimised in (none for other samples),
-    announced on stderr."""
+def add_seen_spaces(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--seen_spaces",
+        default=None,
+        metavar="A,B",
+        help="spaces the samples were optimised in (trained or attacked): left out of fdr_unseen with their families "
+        "(default: a checkpoint's own record; '' for none)",
+    )
+
+
+def seen_spaces(text: Optional[str], names: list[str], samples: str, option: str) -> list[str]:
+    """The spaces the samples were optimised in: ``--seen_spaces A,B`` when given (each among the ``--spaces``,
+    else one line), else the record of a checkpoint given as ``option`` (``samples``): the spaces its generator was
+    optimised in (none for other samples), announced on stderr."""
+    if text is not None:
+        seen = [name.strip() for name in text.split(",") if name.strip()]
+        unknown = [name for name in seen if name not in names]
+        if unknown:
+            raise MatchzooError(f"--seen_spaces {', '.join(unknown)} must be among the --spaces ({', '.join(names)})")
+        return seen
     from matchzoo.samples import checkpoint_seen_spaces
 
-    seen = checkpoint_seen_spaces(path) or []
+    seen = checkpoint_seen_spaces(samples) or []
     if seen:
         print(
             f"fdr_unseen: the {option} checkpoint's generator was optimised in {', '.join(seen)} "

@@ -79,13 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SPACE=FD,...",
         help="fixed FDr denominators per space, e.g. inception=1.68 (default: FD of the held-out split at the same n)",
     )
-    parser.add_argument(
-        "--seen_spaces",
-        default=None,
-        metavar="A,B",
-        help="spaces the samples were optimised in (trained or attacked): left out of fdr_unseen with their families "
-        "(default: a checkpoint's own record; '' for none)",
-    )
+    cli_args.add_seen_spaces(parser)
     parser.add_argument(
         "--reference_stats",
         default=None,
@@ -127,17 +121,12 @@ def suite_settings(args: argparse.Namespace):
     )
 
 
-def seen_spaces(args: argparse.Namespace, names: list[str]) -> list[str]:
+def check_baselines(args: argparse.Namespace, names: list[str]) -> None:
     from matchzoo.errors import MatchzooError
 
-    seen = [name.strip() for name in (args.seen_spaces or "").split(",") if name.strip()]
-    unknown = [name for name in seen if name not in names]
-    if unknown:
-        raise MatchzooError(f"--seen_spaces {', '.join(unknown)} must be among the --spaces ({', '.join(names)})")
     stray = sorted(set(args.fdr_baselines or {}) - set(names))
     if stray:
         raise MatchzooError(f"--fdr_baselines names {', '.join(stray)}, not among the --spaces ({', '.join(names)})")
-    return seen
 
 
 def evaluate(args: argparse.Namespace, device: str | None = None) -> dict:
@@ -147,9 +136,8 @@ def evaluate(args: argparse.Namespace, device: str | None = None) -> dict:
     from matchzoo.spaces.resolve import check_weights, option_requests
 
     names = cli_args.space_names(args.spaces)
-    seen = seen_spaces(args, names)  # also checks --fdr_baselines
-    if args.seen_spaces is None:  # a checkpoint's own record of what its generator was trained in
-        seen = cli_args.checkpoint_seen(args.samples, "--samples")
+    check_baselines(args, names)  # before the checkpoint's record is read and announced
+    seen = cli_args.seen_spaces(args.seen_spaces, names, args.samples, "--samples")
     per_space = cli_args.space_params(args.space_param, names)
     check_weights(option_requests(per_space))
     dataset = cli_args.make_dataset(args.reference, args.dataset_param)

@@ -48,13 +48,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--lr", type=option(positive_real), default=0.05, help="Adam learning rate on the log-weights (default 0.05)"
     )
-    parser.add_argument(
-        "--seen_spaces",
-        default=None,
-        metavar="A,B",
-        help="spaces the samples were optimised in (trained or attacked): left out of fdr_unseen with their families "
-        "(default: a checkpoint's own record; '' for none)",
-    )
+    cli_args.add_seen_spaces(parser)
     cli_args.add_seed(parser)
     cli_args.add_output(parser, csv=False)
     cli_args.add_progress(parser)
@@ -121,10 +115,7 @@ def run(args: argparse.Namespace) -> int:
 
     space_names = cli_args.space_names(args.spaces)
     _check_space_choice(args, space_names)
-    if args.seen_spaces is not None:
-        seen = _seen_spaces(args.seen_spaces, space_names)
-    else:
-        seen = cli_args.checkpoint_seen(args.candidates, "--candidates")
+    seen = cli_args.seen_spaces(args.seen_spaces, space_names, args.candidates, "--candidates")
     # mistakes in the options and missing weights (all of them, one line) are reported before any slow work
     per_space = cli_args.space_params(args.space_param, space_names)
     objective = _build_objective(args) if args.probe == "resample" else None
@@ -153,14 +144,6 @@ def run(args: argparse.Namespace) -> int:
         if args.json != "-":
             print(f"results written to {args.json}")
     return 0
-
-
-def _seen_spaces(text: str, space_names: list[str]) -> list[str]:
-    seen = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in seen if name not in space_names]
-    if unknown:
-        raise MatchzooError(f"--seen_spaces {', '.join(unknown)} must be among the --spaces ({', '.join(space_names)})")
-    return seen
 
 
 def _check_space_choice(args: argparse.Namespace, space_names: list[str]) -> None:
