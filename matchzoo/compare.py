@@ -32,13 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-import torch
-
 from matchzoo import keys
 from matchzoo import validate as check
 from matchzoo.errors import MatchzooError
 from matchzoo.keys import ROLE_TAG, SUMMARY_ROLE, SWEEP_TAG
-from matchzoo.metrics.summary import geometric_mean, unseen_spaces
+from matchzoo.metrics.summary import unseen_value
 from matchzoo.tracking import search_all_runs
 
 FD, FD_TO_HELDOUT, FDR = (keys.eval_prefix(q) for q in (keys.FD, keys.FD_TO_HELDOUT, keys.FDR))
@@ -97,11 +95,7 @@ class RunSummary:
         seen = [s for s in self.seen_space.split(",") if s] or self.train_spaces  # seen_spaces: after init_from
         if "?" in seen or not seen:
             return None
-        fdr = {k[len(FDR) :]: v for k, v in self.final.items() if k.startswith(FDR)}
-        unseen = unseen_spaces(fdr, seen)
-        if not unseen:
-            return None
-        return float(geometric_mean(torch.tensor([fdr[space] for space in unseen], dtype=torch.float64)))
+        return unseen_value({k[len(FDR) :]: v for k, v in self.final.items() if k.startswith(FDR)}, seen)
 
     def below_one(self) -> list[str]:
         """Spaces whose final FDr interval lies wholly below 1."""

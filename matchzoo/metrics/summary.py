@@ -105,6 +105,17 @@ def geometric_mean(values: torch.Tensor, dim: int = 0) -> torch.Tensor:
     return torch.exp(torch.log(values).mean(dim=dim))
 
 
+def unseen_value(
+    fdr: Mapping[str, float], seen: Iterable[str], families: Optional[Mapping[str, str]] = None
+) -> Optional[float]:
+    """``fdr_unseen`` of ``{space: FDr}``: the geometric mean over :func:`unseen_spaces` (None when every family
+    was seen)."""
+    unseen = unseen_spaces(fdr, seen, families)
+    if not unseen:
+        return None
+    return float(geometric_mean(torch.tensor([fdr[space] for space in unseen], dtype=torch.float64)))
+
+
 def across_spaces(
     rows: Mapping[str, Mapping[str, float]],
     seen: Iterable[str] = (),
@@ -120,11 +131,11 @@ def across_spaces(
         return out
     out[FDRK] = total
     out.update(_interval(FDRK, rows, list(rows), _mean))
-    unseen = unseen_spaces(rows, list(seen), families)
-    if unseen:
-        values = torch.tensor([rows[space][keys.FDR] for space in unseen], dtype=torch.float64)
-        out[UNSEEN] = float(geometric_mean(values))
-        out.update(_interval(UNSEEN, rows, unseen, geometric_mean))
+    seen = list(seen)
+    value = unseen_value({space: row[keys.FDR] for space, row in rows.items()}, seen, families)
+    if value is not None:
+        out[UNSEEN] = value
+        out.update(_interval(UNSEEN, rows, unseen_spaces(rows, seen, families), geometric_mean))
     return out
 
 

@@ -33,7 +33,7 @@ from matchzoo.errors import MatchzooError
 from matchzoo.metrics.fdrk import heldout_frechet_distance
 from matchzoo.metrics.frechet import FrechetReference
 from matchzoo.metrics.intervals import percentile_interval
-from matchzoo.metrics.summary import geometric_mean, unseen_spaces
+from matchzoo.metrics.summary import geometric_mean, unseen_spaces, unseen_value
 
 LEVEL = 0.95  # the probe's intervals over its draws
 
@@ -109,11 +109,8 @@ class ProbeResult:
 
     def fdr_unseen(self, which: str) -> Optional[float]:
         """The geometric mean FDr over :attr:`unseen` (:mod:`matchzoo.metrics.summary`)."""
-        rows = self.unseen
-        if not rows:
-            return None
-        values = torch.tensor([r.fdr_before if which == "before" else r.fdr_after for r in rows], dtype=torch.float64)
-        return float(geometric_mean(values))
+        fdr = {r.space: r.fdr_before if which == "before" else r.fdr_after for r in self.rows}
+        return unseen_value(fdr, [r.space for r in self.rows if r.attacked or r.seen], self.families)
 
     def interval(self, name: str, which: str, level: float = LEVEL) -> Optional[tuple[float, float]]:
         """The interval of ``fdr_k`` or ``fdr_unseen`` (``which`` = before/after) over the drawn sets."""
