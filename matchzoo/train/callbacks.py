@@ -228,7 +228,7 @@ class Evaluator(Callback):
     def evaluate(self, trainer) -> dict[str, float]:
         n = self.samples or self.context.batch_size
         images = self.generate(trainer, n)
-        metrics = self.score(self.features(images), seen=trained_spaces(trainer))
+        metrics = self.score(self.features(images), seen=trainer.seen_spaces)
         if self.stability_every and trainer.step % self.stability_every == 0:
             metrics.update(self.stability(trainer, images))
         self.last = metrics
@@ -246,7 +246,7 @@ class Evaluator(Callback):
             return
         n = self.samples or self.context.batch_size
         for ema in emas[1:]:
-            metrics = self.score(self.features(self.generate(trainer, n, ema.model)), seen=trained_spaces(trainer))
+            metrics = self.score(self.features(self.generate(trainer, n, ema.model)), seen=trainer.seen_spaces)
             self.other_emas[ema.decay] = metrics
             if self.tracker is not None:
                 self.tracker.log_metrics({keys.ema_key(ema.decay, k): v for k, v in metrics.items()}, trainer.step)
@@ -484,10 +484,3 @@ def metric_logger(schedule: Schedule, every: Optional[int] = None) -> Callable[.
     """``every = None``: ``train.log_every``."""
     every = schedule.log_every if every is None else check.positive_int("metric_logger.every", every)
     return functools.partial(MetricLogger, every=every)
-
-
-def trained_spaces(trainer) -> list[str]:
-    """The names of the spaces the generator was optimised in (not 'unseen' for :func:`across_spaces`): the run's
-    terms' and, after ``train.init_from`` a matchzoo checkpoint, those its weights had seen."""
-    seen = getattr(trainer, "seen_spaces", None)
-    return list(seen) if seen is not None else [term.space.name for term in trainer.terms]
